@@ -1,0 +1,167 @@
+"""The `stitchgen` command line. User errors are one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from codegen import __version__
+from codegen.errors import StitchgenError
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn StitchgenError into `error: ...` and exit 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StitchgenError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stitchgen")
+def main() -> None:
+    """Generate standalone Keras source, weight-porting scripts and stitched hybrids.
+
+    \b
+    stitchgen inspect keras.applications.MobileNet --cuts
+    stitchgen generate examples/mobilenet.toml
+    stitchgen generate examples/mobilenet.toml --check
+    """
+    _quiet_tensorflow()
+
+
+def _model_source(model: str, kwargs_json: str | None):
+    from codegen.spec import load_spec, parse_source
+
+    if model.endswith(".toml"):
+        if kwargs_json:
+            raise StitchgenError("--kwargs does not apply to a spec file; edit its [model] kwargs")
+        return load_spec(model).model
+    try:
+        kwargs = json.loads(kwargs_json) if kwargs_json else {}
+    except json.JSONDecodeError as exc:
+        raise StitchgenError(f"--kwargs is not valid JSON: {exc.msg}") from None
+    if not isinstance(kwargs, dict):
+        raise StitchgenError("--kwargs must be a JSON object, e.g. '{\"input_shape\": [224, 224, 3]}'")
+    return parse_source(model, kwargs=kwargs, base_dir=Path("."), where="MODEL")
+
+
+def _shape(shape: tuple) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+@main.command()
+@click.argument("model")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Constructor arguments as JSON, e.g. '{\"input_shape\": [224, 224, 3]}'.")
+@click.option("--cuts", is_flag=True, help="List only the single-tensor cut points, with shape and stride.")
+@click.option("--frontier", "frontier_at", metavar="POS", help="Print the tensors crossing a cut at POS (index or layer name).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
+def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | None, as_json: bool) -> None:
+    """Print one row per layer of MODEL: index, name, class, output shape, params.
+
+    MODEL is keras.applications.NAME, a .keras/.h5 file, module:function, or a
+    spec .toml. A '*' in the cut column marks a valid single-tensor cut point.
+    """
+    from codegen.cuts import CutAnalysis
+    from codegen.introspect import introspect
+    from codegen.load import custom_objects, load_model
+
+    source = _model_source(model, kwargs_json)
+    graph = introspect(load_model(source), custom_objects(source)).graph
+    analysis = CutAnalysis(graph)
+    if frontier_at is not None:
+        try:
+            position = analysis.resolve(int(frontier_at) if frontier_at.lstrip("-").isdigit() else frontier_at)
+        except ValueError as exc:
+            raise StitchgenError(str(exc)) from None
+        crossing = analysis.frontier(position)
+        rows = [
+            {"tensor": c.producer, "output_index": c.ref.index, "shape": list(c.info.shape), "dtype": c.info.dtype, "produced_at": c.position}
+            for c in crossing
+        ]
+        if as_json:
+            click.echo(json.dumps({"position": position, "layer": analysis.layers[position].name, "frontier": rows}, indent=2))
+            return
+        click.echo(f"frontier after layer {position} ({analysis.layers[position].name}): {len(rows)} tensor(s)")
+        for row in rows:
+            click.echo(f"  {row['tensor']:<32} {_shape(tuple(row['shape'])):<22} produced at layer {row['produced_at']}")
+        return
+
+    sizes = analysis.frontier_sizes()
+    calls_by_op = {}
+    for call in graph.calls:
+        calls_by_op.setdefault(call.op, call)
+    rows = []
+    for op in analysis.layers:
+        call = calls_by_op.get(op.name)
+        info = call.outputs[0] if call is not None and call.outputs else None
+        is_cut = sizes[op.layer_index] == 1
+        if cuts and not is_cut:
+            continue
+        row = {
+            "index": op.layer_index,
+            "name": op.name,
+            "class": op.class_name,
+            "output_shape": list(info.shape) if info else None,
+            "params": op.params,
+            "cut": is_cut,
+        }
+        if cuts and info is not None:
+            row["stride"] = analysis.stride(info)
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = f"{'index':>5}  {'name':<36} {'class':<24} {'output shape':<22} {'params':>10}  cut"
+    if cuts:
+        header += "  stride"
+    click.echo(header)
+    for row in rows:
+        shape = _shape(tuple(row["output_shape"])) if row["output_shape"] else "-"
+        line = f"{row['index']:>5}  {row['name']:<36} {row['class']:<24} {shape:<22} {row['params']:>10}  {'*' if row['cut'] else ''}"
+        if cuts:
+            line += f"    {row.get('stride', '')}"
+        click.echo(line.rstrip())
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff if a file is stale or was edited by hand.")
+@user_errors
+def generate(spec: str, output_dir: str | None, check: bool) -> None:
+    """Generate <name>.py and <name>_port_weights.py from SPEC (a TOML file)."""
+    from codegen.generate import generate_files
+    from codegen.write import check_files, write_files
+
+    files, default_dir = generate_files(Path(spec))
+    out_dir = Path(output_dir) if output_dir else default_dir
+    if check:
+        problems = check_files(files, out_dir)
+        for problem in problems:
+            click.echo(f"{problem.path}: {problem.reason}", err=True)
+            if problem.diff:
+                click.echo(problem.diff, nl=False)
+        if problems:
+            sys.exit(1)
+        click.echo(f"{len(files)} file(s) up to date in {out_dir}")
+        return
+    for path in write_files(files, out_dir):
+        click.echo(f"wrote {path}")

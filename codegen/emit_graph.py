@@ -1,0 +1,156 @@
+"""Turn an IR graph into straight-line Keras statements (the `flat` style).
+
+Like torch.fx's code generator: calls are walked in topological order, every
+output gets a unique variable named after its layer, and every value from the
+model is rendered through `codegen.literals`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from codegen.ir import Call, Graph, Op, TensorRef, map_refs
+from codegen.literals import Expr, render, render_call, render_subscript
+from codegen.naming import Namespace, to_identifier
+from codegen.publicapi import to_snake_case
+
+NAME_OP_HELPER = '''
+def _name_op(tensor, name):
+    """Give the keras.ops operation that made `tensor` its source name.
+
+    keras.ops functions take no `name`, and the automatic one could collide
+    with a layer of this model that is explicitly named like it.
+    """
+    tensor._keras_history.operation.name = name
+    return tensor
+'''
+
+
+@dataclass
+class Function:
+    """One `build_*` function of the generated module."""
+
+    name: str
+    doc: str
+    body: list[str]
+
+
+@dataclass
+class EmittedGraph:
+    functions: list[Function] = field(default_factory=list)  # nested builders first
+    needs_name_op: bool = False
+    uses_ops: bool = False
+
+
+class GraphEmitter:
+    """Emit one builder function per (sub)graph; nested models get builders of their own."""
+
+    def __init__(self, module_names: Namespace) -> None:
+        self._module_names = module_names
+        self.result = EmittedGraph()
+
+    def emit(self, graph: Graph, function_name: str, doc: str) -> str:
+        body = self._body(graph)
+        self.result.functions.append(Function(function_name, doc, body))
+        return function_name
+
+    def _body(self, graph: Graph) -> list[str]:
+        for op in graph.ops.values():  # builder names first, so no local variable shadows one
+            if op.kind == "model":
+                self._module_names.name("build_" + op.name, key=(id(graph), op.name))
+        names = Namespace(reserved={"keras", "layers", "ops", "model"} | set(self._module_names.used()))
+        variables: dict[TensorRef, str] = {}
+        objects: dict[str, str] = {}
+        body: list[str] = []
+        collide = _op_name_collisions(graph)
+
+        def ref(r: TensorRef) -> str:
+            return variables[r]
+
+        if graph.kind == "sequential":
+            return self._sequential_body(graph)
+
+        for call in graph.calls:
+            op = graph.ops[call.op]
+            outputs = [names.name(_var_hint(call, i)) for i in range(len(call.outputs))]
+            target = ", ".join(outputs)
+            if op.kind == "input":
+                body.append(f"{target} = {render_call(op.callee, (), op.args)}")
+            elif op.kind == "op":
+                self.result.uses_ops = True
+                if op.callee == "[]":
+                    expr = f"{render(call.args[0], ref)}[{render_subscript(call.args[1], ref)}]"
+                else:
+                    expr = render_call(op.callee, call.args, {**call.kwargs, **op.args}, ref)
+                if op.name in collide:
+                    self.result.needs_name_op = True
+                    expr = f"_name_op({expr}, {render(op.name)})"
+                body.append(f"{target} = {expr}")
+            else:
+                callee = self._layer_object(graph, op, names, objects, body)
+                body.append(f"{target} = {render_call(callee, call.args, call.kwargs, ref)}")
+            for i, var in enumerate(outputs):
+                variables[TensorRef(call.id, i)] = var
+
+        inputs = render(map_refs(graph.inputs, lambda r: Expr(variables[r])))
+        outputs = render(map_refs(graph.outputs, lambda r: Expr(variables[r])))
+        model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
+        if graph.trainable:
+            body.append(f"return {model}")
+        else:
+            body += [f"model = {model}", "model.trainable = False", "return model"]
+        return body
+
+    def _layer_object(self, graph: Graph, op: Op, names: Namespace, objects: dict[str, str], body: list[str]) -> str:
+        """The expression to call: inline constructor, or a variable for shared layers and models."""
+        if op.name in objects:
+            return objects[op.name]
+        constructor = self._constructor(op, graph)
+        shared = sum(1 for c in graph.calls if c.op == op.name) > 1
+        if not shared and op.kind != "model":
+            return constructor
+        var = names.name(op.name + "_layer" if op.kind == "layer" else op.name)
+        body.append(f"{var} = {constructor}")
+        objects[op.name] = var
+        return var
+
+    def _constructor(self, op: Op, graph: Graph) -> str:
+        if op.kind == "model":
+            assert op.subgraph is not None
+            builder = self._module_names.name("build_" + op.name, key=(id(graph), op.name))
+            self.emit(op.subgraph, builder, f"The nested model {render(op.name)}.")
+            return f"{builder}()"
+        positional = [op.args[k] for k in op.positional]
+        keywords = {k: v for k, v in op.args.items() if k not in op.positional}
+        return render_call(op.callee, positional, keywords)
+
+    def _sequential_body(self, graph: Graph) -> list[str]:
+        items = []
+        for call in graph.calls:
+            op = graph.ops[call.op]
+            items.append(render_call(op.callee, (), op.args) if op.kind == "input" else self._constructor(op, graph))
+        listing = "[" + ", ".join(items) + ",]"
+        model = f"keras.Sequential({listing}, name={render(graph.name)})"
+        if graph.trainable:
+            return [f"return {model}"]
+        return [f"model = {model}", "model.trainable = False", "return model"]
+
+
+def _var_hint(call: Call, index: int) -> str:
+    base = call.op if index == 0 else f"{call.op}_{index}"
+    return to_identifier(base)
+
+
+def _op_name_collisions(graph: Graph) -> set[str]:
+    """Ops whose automatic name could equal an explicit layer name of this graph."""
+    layer_names = {op.name for op in graph.ops.values() if op.kind != "op"}
+    risky = set()
+    for op in graph.ops.values():
+        if op.kind != "op":
+            continue
+        prefix = to_snake_case(op.class_name)
+        pattern = re.compile(re.escape(prefix) + r"(_\d+)?")
+        if any(pattern.fullmatch(name) for name in layer_names):
+            risky.add(op.name)
+    return risky

@@ -1,0 +1,14 @@
+"""Pick the project kind a spec describes and produce its files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codegen.project import ModelProject
+from codegen.spec import load_spec
+
+
+def generate_files(spec_path: Path) -> tuple[dict[str, str], Path]:
+    """(file name -> text, default output directory) for the spec at `spec_path`."""
+    spec = load_spec(spec_path)
+    return ModelProject.from_spec(spec).files(), spec.output_dir

@@ -1,0 +1,51 @@
+"""Safe, unique Python identifiers for names that come from a model."""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+
+_RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
+
+
+def to_identifier(name: str) -> str:
+    """A valid Python identifier that still resembles `name`."""
+    ident = re.sub(r"\W", "_", name.strip()).strip("_").lower()
+    ident = re.sub(r"_+", "_", ident)
+    if not ident or not ident.isascii():
+        ident = "v"
+    if ident[0].isdigit():
+        ident = "_" + ident
+    return ident
+
+
+class Namespace:
+    """Hands out unique identifiers, avoiding keywords, builtins and module names.
+
+    Deterministic: the same sequence of requests yields the same names.
+    """
+
+    def __init__(self, reserved: set[str] | None = None) -> None:
+        self._used = set(_RESERVED) | set(reserved or ())
+        self._by_key: dict[object, str] = {}
+
+    def used(self) -> set[str]:
+        return set(self._used)
+
+    def reserve(self, name: str) -> None:
+        self._used.add(name)
+
+    def name(self, hint: str, key: object | None = None) -> str:
+        if key is not None and key in self._by_key:
+            return self._by_key[key]
+        base = to_identifier(hint)
+        candidate = base
+        counter = 1
+        while candidate in self._used:
+            candidate = f"{base}_{counter}"
+            counter += 1
+        self._used.add(candidate)
+        if key is not None:
+            self._by_key[key] = candidate
+        return candidate

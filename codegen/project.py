@@ -1,0 +1,205 @@
+"""One generation run: load -> introspect -> render -> format, one method per output file.
+
+Nothing here touches the disk except reading the source; `codegen.write`
+decides what happens to the returned texts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codegen import __version__
+from codegen.custom import class_source
+from codegen.emit_graph import NAME_OP_HELPER, GraphEmitter
+from codegen.format import format_source
+from codegen.header import PLACEHOLDER, stamp
+from codegen.introspect import Introspection, introspect
+from codegen.ir import Graph, map_refs
+from codegen.literals import render
+from codegen.load import custom_objects, load_model
+from codegen.naming import Namespace
+from codegen.spec import ModelSource, ModelSpec
+from codegen.templating import render_template
+
+
+def doc_text(text: str) -> str:
+    """Text safe inside a generated docstring: anything unusual becomes '?'."""
+    return re.sub(r"[^A-Za-z0-9_.,:=()\[\]{}/ +-]", "?", text)
+
+
+def sort_imports(lines: set[str]) -> list[str]:
+    """Imports as isort writes them: `import x` lines, then merged `from x import a, b`."""
+    plain = sorted(line for line in lines if line.startswith("import "))
+    merged: dict[str, set[str]] = {}
+    for line in lines:
+        if line.startswith("from "):
+            module, names = line[len("from ") :].split(" import ")
+            merged.setdefault(module, set()).add(names)
+    froms = [f"from {module} import {', '.join(sorted(merged[module]))}" for module in sorted(merged)]
+    return plain + froms
+
+
+def project_root(path: Path) -> Path:
+    for parent in [path.resolve().parent, *path.resolve().parents]:
+        if (parent / "pyproject.toml").exists() or (parent / ".git").exists():
+            return parent
+    return path.resolve().parent
+
+
+def regenerate_command(spec_path: Path) -> str:
+    root = project_root(spec_path)
+    rel = os.path.relpath(spec_path.resolve(), root)
+    return f"stitchgen generate {Path(rel).as_posix()}"
+
+
+def verify_inputs(graph: Graph) -> Any:
+    """(shape without batch, dtype) per model input, structured like the model's inputs."""
+    calls = graph.call_by_id()
+
+    def spec(ref):
+        info = calls[ref.call].outputs[ref.index]
+        shape = tuple(32 if d is None else d for d in info.shape[1:])
+        return (shape, info.dtype)
+
+    structure = map_refs(graph.inputs, spec)
+    return list(structure) if isinstance(structure, tuple) and not _is_leaf(structure) else structure
+
+
+def _is_leaf(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
+
+
+def layer_map(graph: Graph, target_prefix="", source_prefix=(), names_prefix="") -> list[tuple]:
+    """Rows (target path, source index path, source name path, class, shapes) of weighted layers.
+
+    Paths into nested models join names with "/", which Keras 3 forbids in layer names.
+    """
+    rows: list[tuple] = []
+    for op in graph.layers():
+        target = target_prefix + op.name
+        source = source_prefix + (op.layer_index,)
+        names = names_prefix + op.name
+        if op.kind == "model" and op.subgraph is not None:
+            rows += layer_map(op.subgraph, target + "/", source, names + "/")
+        elif op.weight_shapes:
+            rows.append((target, source, names, op.class_name, op.weight_shapes))
+    return rows
+
+
+@dataclass
+class ModelProject:
+    """Everything generated for one single-model spec."""
+
+    spec: ModelSpec
+    introspection: Introspection
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> "ModelProject":
+        model = load_model(spec.model)
+        return cls(spec, introspect(model, custom_objects(spec.model)))
+
+    @property
+    def graph(self) -> Graph:
+        return self.introspection.graph
+
+    def files(self) -> dict[str, str]:
+        name = self.spec.name
+        return {f"{name}.py": self._build_model_module(), f"{name}_port_weights.py": self._build_port_script()}
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "source_doc": doc_text(self.spec.model.describe()),
+            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path)),
+            "hash_line": PLACEHOLDER,
+        }
+
+    def _build_model_module(self) -> str:
+        module_names = Namespace(reserved={"keras", "layers", "ops", "SOURCE", "INPUT_SHAPE", "_name_op"})
+        emitter = GraphEmitter(module_names)
+        module_names.reserve("build_model")
+        emitter.emit(
+            self.graph,
+            "build_model",
+            "The model with fresh weights; load ported ones with model.load_weights(...).",
+        )
+        emitted = emitter.result
+        # nested builders were appended after their parents started: define them first
+        functions = emitted.functions[1:] + emitted.functions[:1]
+
+        classes = []
+        imports = {"import keras"}
+        known = set(self.introspection.custom_classes)
+        for cls, cls_name in self.introspection.custom_classes.items():
+            src = class_source(cls, cls_name, package=self.spec.name, emitted=known)
+            classes.append(src.source)
+            imports.update(src.imports)
+        if _uses_layers(self.graph):
+            imports.add("from keras import layers")
+        if emitted.uses_ops:
+            imports.add("from keras import ops")
+
+        constants = [("SOURCE", render(self.spec.model.source))]
+        shapes = verify_inputs(self.graph)
+        if _is_leaf(shapes):
+            constants.append(("INPUT_SHAPE", render(tuple(self._input_shape()))))
+        text = render_template(
+            "model.py.jinja",
+            title=f"Standalone Keras source for {self.spec.name}.",
+            weights_doc=doc_text(f"python {self.spec.name}_port_weights.py --output {self.spec.name}.weights.h5"),
+            imports=sort_imports(imports),
+            constants=constants,
+            custom_classes=classes,
+            helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
+            functions=functions,
+            **self._common(),
+        )
+        return stamp(format_source(text))
+
+    def _input_shape(self) -> tuple:
+        ref = map_refs(self.graph.inputs, lambda r: r)
+        ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+        return self.graph.call_by_id()[ref.call].outputs[0].shape[1:]
+
+    def _build_port_script(self) -> str:
+        source: ModelSource = self.spec.model
+        out_dir = self.spec.output_dir.resolve()
+        if source.kind == "file":
+            source_value = Path(os.path.relpath(source.path, out_dir)).as_posix()
+        else:
+            source_value = source.source
+        builder_dir = Path(os.path.relpath(source.base_dir.resolve(), out_dir)).as_posix()
+        default = source.weights
+        weights_help = {
+            "application": '"imagenet", a weights file, or "none"',
+            "file": '"saved" (the weights in the model file), a weights file, or "none"',
+            "builder": 'a weights file, or "none"',
+        }[source.kind]
+        text = render_template(
+            "port_weights.py.jinja",
+            module=self.spec.name,
+            module_literal=render(self.spec.name),
+            kind=source.kind,
+            source_literal=render(source_value),
+            kwargs_literal=render(source.kwargs),
+            default_weights_literal=render(default),
+            verify_inputs_literal=render(verify_inputs(self.graph)),
+            layer_map_rows=[render(row) for row in layer_map(self.graph)],
+            builder_dir_literal=render(builder_dir),
+            weights_help_doc=weights_help.replace('"', ""),
+            **self._common(),
+        )
+        return stamp(format_source(text))
+
+
+def _uses_layers(graph: Graph) -> bool:
+    for op in graph.ops.values():
+        if op.kind == "layer" and op.callee.startswith("layers."):
+            return True
+        if op.subgraph is not None and _uses_layers(op.subgraph):
+            return True
+    return False

@@ -1,0 +1,168 @@
+"""Read and validate TOML specs. Every problem is one StitchgenError line."""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codegen.errors import StitchgenError
+
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+STYLES = ("flat",)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a source model comes from, as a spec or the command line names it."""
+
+    source: str
+    kind: str  # "application" | "file" | "builder"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: str = "none"
+    custom_objects: tuple[str, ...] = ()
+    base_dir: Path = Path(".")
+
+    @property
+    def path(self) -> Path:
+        return (self.base_dir / self.source).resolve()
+
+    def describe(self) -> str:
+        """A one-line, machine-independent description for headers."""
+        if self.kind == "file":
+            return f"{self.kind} {Path(self.source).name}"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.source}({args})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model: ModelSource
+    spec_path: Path
+    output_dir: Path
+    style: str = "flat"
+
+
+def _fail(spec_path: Path | None, message: str) -> StitchgenError:
+    where = f"{spec_path.name}: " if spec_path else ""
+    return StitchgenError(where + message)
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, spec_path: Path) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            raise _fail(spec_path, f"unknown key {key!r} in {where}{hint}")
+
+
+def check_name(name: Any, spec_path: Path | None) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or keyword.iskeyword(name):
+        raise _fail(spec_path, f"name {name!r} must be a lowercase Python module name such as 'my_model'")
+    return name
+
+
+def parse_source(
+    source: Any,
+    *,
+    kwargs: Any = None,
+    weights: Any = None,
+    custom_objects: Any = (),
+    base_dir: Path = Path("."),
+    spec_path: Path | None = None,
+    where: str = "[model]",
+) -> ModelSource:
+    """Validate one model source; the same rules serve specs and the command line."""
+    if not isinstance(source, str) or not source.strip():
+        raise _fail(spec_path, f"{where} source must be a non-empty string")
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(kwargs, dict):
+        raise _fail(spec_path, f"{where} kwargs must be a table, e.g. kwargs = {{ input_shape = [224, 224, 3] }}")
+    if "weights" in kwargs:
+        raise _fail(spec_path, f"{where} put weights in its own key (weights = ...), not in kwargs")
+    if isinstance(custom_objects, str) or not all(isinstance(c, str) and ":" in c for c in custom_objects):
+        raise _fail(spec_path, f"{where} custom_objects must be a list of 'module:Class' strings")
+
+    if source.startswith("keras.applications."):
+        import keras
+
+        attr = source[len("keras.applications.") :]
+        available = sorted(a for a in dir(keras.applications) if a[:1].isupper())
+        if attr not in available:
+            close = difflib.get_close_matches(attr, available, n=3)
+            hint = f"; did you mean {', '.join('keras.applications.' + c for c in close)}?" if close else ""
+            raise _fail(spec_path, f"{where} keras.applications has no model {attr!r}{hint}")
+        kind, default_weights = "application", "imagenet"
+    elif source.endswith((".keras", ".h5")):
+        kind, default_weights = "file", "saved"
+        if kwargs:
+            raise _fail(spec_path, f"{where} kwargs do not apply to a saved model file")
+        if not (base_dir / source).is_file():
+            raise _fail(spec_path, f"{where} model file {source!r} does not exist")
+    elif re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", source):
+        kind, default_weights = "builder", "none"
+    else:
+        raise _fail(
+            spec_path,
+            f"{where} source {source!r} is not keras.applications.NAME, a .keras/.h5 file, or module:function",
+        )
+    if weights is None:
+        weights = default_weights
+    if not isinstance(weights, str) or not weights:
+        raise _fail(spec_path, f"{where} weights must be a string: imagenet, none, or a weights file")
+    return ModelSource(source, kind, dict(kwargs), weights, tuple(custom_objects), base_dir)
+
+
+def _source_table(table: Any, where: str, spec_path: Path, extra: tuple[str, ...] = ()) -> ModelSource:
+    if not isinstance(table, dict):
+        raise _fail(spec_path, f"{where} must be a table")
+    _check_keys(table, ("source", "kwargs", "weights", "custom_objects") + extra, where, spec_path)
+    if "source" not in table:
+        raise _fail(spec_path, f"{where} needs a source, e.g. source = \"keras.applications.MobileNet\"")
+    return parse_source(
+        table["source"],
+        kwargs=table.get("kwargs"),
+        weights=table.get("weights"),
+        custom_objects=table.get("custom_objects", ()),
+        base_dir=spec_path.parent,
+        spec_path=spec_path,
+        where=where,
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise StitchgenError(f"spec file {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"not valid TOML: {exc}") from None
+
+
+def load_spec(path: str | Path, style: str | None = None) -> ModelSpec:
+    spec_path = Path(path)
+    data = read_toml(spec_path)
+    _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
+    if "name" not in data:
+        raise _fail(spec_path, "the spec needs a name, e.g. name = \"my_model\"")
+    if "model" not in data:
+        raise _fail(spec_path, "the spec needs a [model] table")
+    name = check_name(data["name"], spec_path)
+    output_dir = data.get("output_dir", ".")
+    if not isinstance(output_dir, str):
+        raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
+    chosen = style or data.get("style", "flat")
+    if chosen not in STYLES:
+        raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
+    return ModelSpec(
+        name=name,
+        model=_source_table(data["model"], "[model]", spec_path),
+        spec_path=spec_path,
+        output_dir=spec_path.parent / output_dir,
+        style=chosen,
+    )
