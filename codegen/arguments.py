@@ -76,12 +76,13 @@ def reduced_keys(cls: type, config: dict[str, Any]) -> tuple[str, ...]:
     if cache_key in _cache:
         return _cache[cache_key]
     keys = [k for k in config if k != "name"]
+    named = {"name": "probe"} if "name" in config else {}
     try:
         required = [k for k in _required_params(cls) if k in config]
-        base = cls.from_config({**{k: config[k] for k in required}, "name": "probe"})
+        base = cls.from_config({**{k: config[k] for k in required}, **named})
         keep = set(required) | set(_differing(config, base.get_config(), keys))
         for _ in range(3):  # put back whatever the reduced call does not rebuild
-            probe = cls.from_config({**{k: config[k] for k in keys if k in keep}, "name": "probe"})
+            probe = cls.from_config({**{k: config[k] for k in keys if k in keep}, **named})
             wrong = set(_differing(config, probe.get_config(), keys)) - keep
             if not wrong:
                 break

@@ -51,7 +51,7 @@ def seeded_batch(model, seed: int = 1, batch_size: int = 2):
             return rng.integers(0, 2, size=shape).astype(str(tensor.dtype))
         return rng.standard_normal(shape).astype(str(tensor.dtype))
 
-    structure = model._inputs_struct
+    structure = model._inputs_struct if hasattr(model, "_inputs_struct") else model.inputs[0]
     if isinstance(structure, dict):
         return {k: make(v) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)):
