@@ -11,11 +11,11 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:fe29b1add33b1364fc2c52ba841857e245a3031560d296585b9e7185c4116964
+stitchgen-hash: sha256:759f67c90e321246221ebdced76992fc19eac3d6c1931e08fbf7f6e5607f2563
 """
 
 import argparse
-import importlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -491,9 +491,12 @@ LAYER_MAP = (
 
 
 def load_generated():
-    """The generated model module that sits beside this script."""
-    sys.path.insert(0, HERE)
-    return importlib.import_module("inception_resnet_v2")
+    """The generated model module that sits beside this script (not one elsewhere on sys.path)."""
+    path = os.path.join(HERE, "inception_resnet_v2" + ".py")
+    spec = importlib.util.spec_from_file_location("inception_resnet_v2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class PortError(Exception):

@@ -11,11 +11,11 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:76e0078b2ced13416493a57793348dd3bf32bef83caf5d048044b40a88242760
+stitchgen-hash: sha256:0c66953fca4068c5c2a5453c27ad61d4576cc4463bf8bc091490a64f3ccbc7ce
 """
 
 import argparse
-import importlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -97,9 +97,12 @@ LAYER_MAP = (
 
 
 def load_generated():
-    """The generated model module that sits beside this script."""
-    sys.path.insert(0, HERE)
-    return importlib.import_module("mobilenet")
+    """The generated model module that sits beside this script (not one elsewhere on sys.path)."""
+    path = os.path.join(HERE, "mobilenet" + ".py")
+    spec = importlib.util.spec_from_file_location("mobilenet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class PortError(Exception):
