@@ -52,7 +52,10 @@ def _model_source(model: str, kwargs_json: str | None):
     if model.endswith(".toml"):
         if kwargs_json:
             raise StitchgenError("--kwargs does not apply to a spec file; edit its [model] kwargs")
-        return load_spec(model).model
+        spec = load_spec(model)
+        if not hasattr(spec, "model"):
+            raise StitchgenError("inspect takes a single-model spec; inspect the [head] or [tail] source instead")
+        return spec.model
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except json.JSONDecodeError as exc:

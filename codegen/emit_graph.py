@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from codegen.ir import Call, Graph, Op, TensorRef, map_refs
+from codegen.ir import Call, Graph, Op, TensorRef, map_refs, tensor_refs
 from codegen.literals import Expr, render, render_call, render_subscript
 from codegen.naming import Namespace, to_identifier
 from codegen.publicapi import to_snake_case
@@ -34,6 +34,7 @@ class Function:
     name: str
     doc: str
     body: list[str]
+    params: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -55,12 +56,24 @@ class GraphEmitter:
         self.result.functions.append(Function(function_name, doc, body))
         return function_name
 
-    def _body(self, graph: Graph) -> list[str]:
+    def emit_part(self, graph: Graph, function_name: str, doc: str, params: list[str]) -> str:
+        """A function taking the graph's input tensors as `params` and returning its outputs.
+
+        Stitched models call these parts to build one flat functional model.
+        """
+        body = self._body(graph, params)
+        self.result.functions.append(Function(f"{function_name}", doc, body, params))
+        return function_name
+
+    def _body(self, graph: Graph, params: list[str] | None = None) -> list[str]:
         for op in graph.ops.values():  # builder names first, so no local variable shadows one
             if op.kind == "model":
                 self._module_names.name("build_" + op.name, key=(id(graph), op.name))
-        names = Namespace(reserved={"keras", "layers", "ops", "model"} | set(self._module_names.used()))
+        names = Namespace(reserved={"keras", "layers", "ops", "model"} | set(self._module_names.used()) | set(params or ()))
         variables: dict[TensorRef, str] = {}
+        if params is not None:
+            for param, input_ref in zip(params, tensor_refs(graph.inputs)):
+                variables[input_ref] = param
         objects: dict[str, str] = {}
         body: list[str] = []
         collide = _op_name_collisions(graph)
@@ -73,6 +86,8 @@ class GraphEmitter:
 
         for call in graph.calls:
             op = graph.ops[call.op]
+            if op.kind == "input" and params is not None:
+                continue
             outputs = [names.name(_var_hint(call, i)) for i in range(len(call.outputs))]
             target = ", ".join(outputs)
             if op.kind == "input":
@@ -95,6 +110,9 @@ class GraphEmitter:
 
         inputs = render(map_refs(graph.inputs, lambda r: Expr(variables[r])))
         outputs = render(map_refs(graph.outputs, lambda r: Expr(variables[r])))
+        if params is not None:
+            body.append(f"return {outputs}")
+            return body
         model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
         if graph.trainable:
             body.append(f"return {model}")

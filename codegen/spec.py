@@ -144,9 +144,85 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise _fail(path, f"not valid TOML: {exc}") from None
 
 
-def load_spec(path: str | Path, style: str | None = None) -> ModelSpec:
+@dataclass(frozen=True)
+class StitchSpec:
+    """A head cut from one network, an adapter, and a tail from another."""
+
+    name: str
+    head: ModelSource
+    tail: ModelSource
+    cut: int | str
+    start: int | str
+    adapter_kind: str
+    spec_path: Path
+    output_dir: Path
+    head_trainable: bool = False
+    tail_trainable: bool = False
+    adapter_trainable: bool = True
+    style: str = "flat"
+
+
+def _position(table: dict, key: str, where: str, spec_path: Path) -> int | str:
+    if key not in table:
+        raise _fail(spec_path, f"{where} needs {key} = a layer index or name")
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _fail(spec_path, f"{where} {key} must be a layer index or a layer name")
+    return value
+
+
+def _flag(table: dict, key: str, default: bool, where: str, spec_path: Path) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(spec_path, f"{where} {key} must be true or false")
+    return value
+
+
+def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style: str) -> StitchSpec:
+    from codegen.adapter import KINDS
+
+    _check_keys(data, ("name", "output_dir", "style", "head", "tail", "adapter"), "the spec", spec_path)
+    for table in ("head", "tail"):
+        if table not in data:
+            raise _fail(spec_path, f"a stitch spec needs a [{table}] table")
+    head_table, tail_table = data["head"], data["tail"]
+    adapter = data.get("adapter", {})
+    if not isinstance(adapter, dict):
+        raise _fail(spec_path, "[adapter] must be a table")
+    _check_keys(adapter, ("kind", "trainable"), "[adapter]", spec_path)
+    kind = adapter.get("kind", "auto")
+    if kind not in KINDS:
+        raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
+    head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable"))
+    tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable"))
+    return StitchSpec(
+        name=name,
+        head=head,
+        tail=tail,
+        cut=_position(head_table, "cut", "[head]", spec_path),
+        start=_position(tail_table, "start", "[tail]", spec_path),
+        adapter_kind=kind,
+        spec_path=spec_path,
+        output_dir=output_dir,
+        head_trainable=_flag(head_table, "trainable", False, "[head]", spec_path),
+        tail_trainable=_flag(tail_table, "trainable", False, "[tail]", spec_path),
+        adapter_trainable=_flag(adapter, "trainable", True, "[adapter]", spec_path),
+        style=style,
+    )
+
+
+def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchSpec:
     spec_path = Path(path)
     data = read_toml(spec_path)
+    if "head" in data or "tail" in data:
+        name = check_name(data.get("name"), spec_path)
+        output_dir = data.get("output_dir", ".")
+        if not isinstance(output_dir, str):
+            raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
+        chosen = style or data.get("style", "flat")
+        if chosen not in STYLES:
+            raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
+        return _load_stitch(data, spec_path, name, spec_path.parent / output_dir, chosen)
     _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
     if "name" not in data:
         raise _fail(spec_path, "the spec needs a name, e.g. name = \"my_model\"")

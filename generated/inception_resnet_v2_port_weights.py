@@ -11,10 +11,11 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:759f67c90e321246221ebdced76992fc19eac3d6c1931e08fbf7f6e5607f2563
+stitchgen-hash: sha256:c37c619e24a8d2a91d15c3e46a84ed0599f419fb7c6e80391d652edfde3f83ff
 """
 
 import argparse
+import importlib
 import importlib.util
 import os
 import sys

@@ -11,10 +11,11 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:0c66953fca4068c5c2a5453c27ad61d4576cc4463bf8bc091490a64f3ccbc7ce
+stitchgen-hash: sha256:f612e4bd27fe1d9a52e8dd57f64c8537933ceb877cafa1f4176693a2395ba622
 """
 
 import argparse
+import importlib
 import importlib.util
 import os
 import sys

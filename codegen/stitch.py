@@ -1,0 +1,249 @@
+"""A stitched hybrid: head of one network -> adapter -> tail of another.
+
+Validates the cut and start against the frontier analysis, slices both IRs,
+renames colliding tail layers, designs the adapter, and renders the hybrid
+module and its port script.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codegen import __version__
+from codegen.adapter import design_adapter
+from codegen.cuts import Crossing, CutAnalysis
+from codegen.custom import class_source
+from codegen.emit_graph import NAME_OP_HELPER, GraphEmitter
+from codegen.errors import StitchgenError
+from codegen.format import format_source
+from codegen.header import PLACEHOLDER, stamp
+from codegen.introspect import introspect
+from codegen.ir import Graph, TensorInfo, tensor_refs
+from codegen.literals import render, render_call
+from codegen.load import custom_objects, load_model
+from codegen.naming import Namespace
+from codegen.project import _uses_layers, doc_text, layer_map, regenerate_command, sort_imports
+from codegen.slicing import rename_ops, slice_head, slice_tail
+from codegen.spec import ModelSource, StitchSpec
+from codegen.templating import render_template
+
+_POST_ACTIVATION = {"ReLU", "ELU", "LeakyReLU", "PReLU"}
+
+
+def _shape(info: TensorInfo) -> str:
+    return "(" + ", ".join(str(d) for d in info.shape[1:]) + ")"
+
+
+def _resolve(analysis: CutAnalysis, value: int | str, where: str) -> int:
+    try:
+        return analysis.resolve(value)
+    except ValueError as exc:
+        raise StitchgenError(f"{where}: {exc}") from None
+
+
+def _describe(analysis: CutAnalysis, position: int | None) -> str:
+    if position is None:
+        return "none"
+    (c,) = analysis.frontier(position)
+    return f"{position} ({analysis.layers[position].name}, {_shape(c.info)})"
+
+
+def is_post_activation(graph: Graph, crossing: Crossing) -> bool:
+    op = graph.ops[crossing.producer]
+    if op.class_name in _POST_ACTIVATION:
+        return True
+    activation = op.args.get("activation")
+    return op.class_name == "Activation" and activation in ("relu", "relu6", "swish", "silu", "gelu", "elu")
+
+
+@dataclass
+class Part:
+    source: ModelSource
+    graph: Graph  # the full source graph
+    analysis: CutAnalysis
+    custom: dict[type, str]
+
+
+def _load_part(source: ModelSource) -> Part:
+    intro = introspect(load_model(source), custom_objects(source))
+    return Part(source, intro.graph, CutAnalysis(intro.graph), intro.custom_classes)
+
+
+@dataclass
+class StitchProject:
+    spec: StitchSpec
+    head: Part
+    tail: Part
+    head_graph: Graph
+    tail_graph: Graph
+    adapter_graph: Graph
+    cut: int
+    start: int
+    head_crossing: Crossing
+    tail_crossings: list[Crossing]
+    renamed: dict[str, str]
+
+    @classmethod
+    def from_spec(cls, spec: StitchSpec) -> "StitchProject":
+        head = _load_part(spec.head)
+        tail = _load_part(spec.tail)
+        cut = _resolve(head.analysis, spec.cut, "[head] cut")
+        start = _resolve(tail.analysis, spec.start, "[tail] start")
+
+        crossing = head.analysis.frontier(cut)
+        if len(crossing) != 1:
+            before, after = head.analysis.nearest_single_cuts(cut)
+            names = ", ".join(f"{c.producer} {_shape(c.info)}" for c in crossing)
+            raise StitchgenError(
+                f"[head] cut {cut} ({head.analysis.layers[cut].name}) is crossed by {len(crossing)} tensors "
+                f"({names}); the head must end in one tensor: nearest valid cuts are "
+                f"{_describe(head.analysis, before)} before and {_describe(head.analysis, after)} after"
+            )
+        first_real = min(
+            (op.layer_index for op in tail.analysis.layers if op.kind != "input"), default=tail.analysis.size
+        )
+        if start < first_real or tail.analysis.layers[start].kind == "input":
+            raise StitchgenError(
+                f"[tail] start {start} is at or before the input; the tail must start at layer {first_real} or later"
+            )
+        head_graph = slice_head(head.analysis, cut, "head")
+        tail_graph, tail_crossings = slice_tail(tail.analysis, start, "tail")
+
+        taken = set(head_graph.ops)
+        renamed: dict[str, str] = {}
+        for name in tail_graph.ops:
+            if name in taken:
+                new, n = f"{name}_tail", 1
+                while new in taken or new in tail_graph.ops:
+                    new, n = f"{name}_tail_{n}", n + 1
+                renamed[name] = new
+                taken.add(new)
+        tail_graph = rename_ops(tail_graph, renamed)
+        adapter = design_adapter(
+            crossing[0].info,
+            [c.info for c in tail_crossings],
+            spec.adapter_kind,
+            [is_post_activation(tail.graph, c) for c in tail_crossings],
+        )
+        clash = (set(adapter.ops) - {"adapter_input"}) & (set(head_graph.ops) | set(tail_graph.ops))
+        if clash:
+            raise StitchgenError(f"source layers named {sorted(clash)} clash with the adapter's layer names")
+        return cls(spec, head, tail, head_graph, tail_graph, adapter, cut, start, crossing[0], tail_crossings, renamed)
+
+    def files(self) -> dict[str, str]:
+        name = self.spec.name
+        return {f"{name}.py": self._build_hybrid_module(), f"{name}_port_weights.py": self._build_port_script()}
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "head_doc": doc_text(f"{self.spec.head.describe()} layers 0..{self.cut} ({self.head.analysis.layers[self.cut].name})"),
+            "tail_doc": doc_text(
+                f"{self.spec.tail.describe()} layers {self.start}.. ({self.tail.analysis.layers[self.start].name})"
+            ),
+            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path)),
+            "hash_line": PLACEHOLDER,
+        }
+
+    def frontier_lines(self) -> list[str]:
+        return [f"{c.producer}: {_shape(c.info)}" for c in self.tail_crossings]
+
+    def _build_hybrid_module(self) -> str:
+        module_names = Namespace(
+            reserved={"keras", "layers", "ops", "head_layers", "adapter_layers", "tail_layers", "_name_op", "_set_trainable"}
+        )
+        for fn in ("build_head", "build_adapter", "build_tail", "build_model"):
+            module_names.reserve(fn)
+        emitter = GraphEmitter(module_names)
+        tail_params = [c for c in self.tail_graph.ops if self.tail_graph.ops[c].kind == "input"]
+        head_input = tensor_refs(self.head_graph.inputs)
+        if len(head_input) != 1:
+            raise StitchgenError("a head with several inputs is not supported yet; stitch a single-input network")
+        input_op = self.head_graph.ops[self.head_graph.call_by_id()[head_input[0].call].op]
+        emitter.emit_part(self.head_graph, "head_layers", "The head's layers applied to `inputs`.", ["inputs"])
+        emitter.emit_part(self.adapter_graph, "adapter_layers", "The adapter: one output per tail input.", ["features"])
+        emitter.emit_part(self.tail_graph, "tail_layers", "The tail's layers applied to the frontier tensors.", tail_params)
+        emitted = emitter.result
+        parts = [f for f in emitted.functions if f.name in ("head_layers", "adapter_layers", "tail_layers")]
+        nested = [f for f in emitted.functions if f not in parts]
+
+        imports = {"import keras"}
+        classes = []
+        customs = {**self.head.custom, **self.tail.custom}
+        for cls, cls_name in customs.items():
+            src = class_source(cls, cls_name, package=self.spec.name, emitted=set(customs))
+            classes.append(src.source)
+            imports.update(src.imports)
+        if any(_uses_layers(g) for g in (self.head_graph, self.tail_graph, self.adapter_graph)):
+            imports.add("from keras import layers")
+        if emitted.uses_ops:
+            imports.add("from keras import ops")
+        tail_inputs = [
+            render_call("keras.Input", (), {"shape": self.tail_graph.ops[p].args["shape"], "name": p}) for p in tail_params
+        ]
+        text = render_template(
+            "hybrid.py.jinja",
+            title=f"Stitched hybrid {self.spec.name}: head -> adapter -> tail.",
+            frontier=self.frontier_lines(),
+            imports=sort_imports(imports),
+            constants=[
+                ("INPUT_SHAPE", render(tuple(input_op.args["shape"]))),
+                ("HEAD_OUTPUT_SHAPE", render(tuple(self.head_crossing.info.shape[1:]))),
+                ("TAIL_INPUT_SHAPES", render(tuple(tuple(c.info.shape[1:]) for c in self.tail_crossings))),
+                ("HEAD_TRAINABLE", render(self.spec.head_trainable)),
+                ("ADAPTER_TRAINABLE", render(self.spec.adapter_trainable)),
+                ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
+            ],
+            custom_classes=classes,
+            helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
+            functions=nested + parts,
+            input_call=render_call("keras.Input", (), {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": "__SHAPE__"}).replace("'__SHAPE__'", "INPUT_SHAPE"),
+            tail_inputs=tail_inputs,
+            name_literal=render(self.spec.name),
+            adapter_kind=doc_text(self.spec.adapter_kind),
+            **self._common(),
+        )
+        return stamp(format_source(text))
+
+    def _port_rows(self) -> list[str]:
+        rows = []
+        for side, graph, mapping in (("head", self.head_graph, {}), ("tail", self.tail_graph, self.renamed)):
+            inverse = {new: old for old, new in mapping.items()}
+            for target, source, names, cls, shapes in layer_map(graph):
+                first, _, rest = names.partition("/")
+                source_names = inverse.get(first, first) + ("/" + rest if rest else "")
+                rows.append(render((side, target, source, source_names, cls, shapes)))
+        return rows
+
+    def _source_context(self, source: ModelSource, prefix: str) -> dict[str, Any]:
+        out_dir = self.spec.output_dir.resolve()
+        value = Path(os.path.relpath(source.path, out_dir)).as_posix() if source.kind == "file" else source.source
+        return {
+            f"{prefix}_kind": source.kind,
+            f"{prefix}_source_literal": render(value),
+            f"{prefix}_kwargs_literal": render(source.kwargs),
+            f"{prefix}_weights_literal": render(source.weights),
+            f"{prefix}_builder_dir_literal": render(Path(os.path.relpath(source.base_dir.resolve(), out_dir)).as_posix()),
+        }
+
+    def _build_port_script(self) -> str:
+        tail_inputs = self.tail.graph.call_by_id()
+        tail_input_ref = tensor_refs(self.tail.graph.inputs)[0]
+        tail_input_shape = tuple(32 if d is None else d for d in tail_inputs[tail_input_ref.call].outputs[0].shape[1:])
+        text = render_template(
+            "port_hybrid.py.jinja",
+            module=self.spec.name,
+            module_literal=render(self.spec.name),
+            layer_map_rows=self._port_rows(),
+            head_output_literal=render((self.head_crossing.producer, self.head_crossing.ref.index)),
+            tail_frontier_literal=render(tuple((c.producer, c.ref.index) for c in self.tail_crossings)),
+            renamed_literal=render(dict(sorted(self.renamed.items()))),
+            tail_input_shape_literal=render(tail_input_shape),
+            **self._source_context(self.spec.head, "head"),
+            **self._source_context(self.spec.tail, "tail"),
+            **self._common(),
+        )
+        return stamp(format_source(text))
