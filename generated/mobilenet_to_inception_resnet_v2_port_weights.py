@@ -13,7 +13,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-hash: sha256:4dec8ad17fea8319be67dc134b894d447e4fb0e2847368eb90cb49dee316cabb
+stitchgen-hash: sha256:2829afee8fe1cf0b3b012f50843a7b10365d62e216bca3b64ad065383066f1fb
 """
 
 import argparse
@@ -316,6 +316,8 @@ def verify(sources, target, generated, seed=0, batch_size=2):
     )
     frontier = _submodel(tail_source, [_tensor(tail_source, *t) for t in TAIL_FRONTIER])
     activations = frontier(y, training=False)
+    if not isinstance(activations, (list, tuple)):
+        activations = [activations]
     tail_result = _diff(
         tail_source(y, training=False), tail(list(activations), training=False)
     )
@@ -393,7 +395,7 @@ def main(argv=None):
                 )
                 return 1
         save_atomic(target, args.output)
-    except (PortError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure: report it, write nothing
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}")
