@@ -117,6 +117,8 @@ def _serialized_to_spec(value: dict[str, Any], custom_names: dict[type, str]) ->
     obj = keras.saving.deserialize_keras_object(value)
     cls = type(obj)
     callee = custom_names.get(cls) or public_class_path(cls)
+    if callee is None and cls.__name__ in custom_names.values():
+        callee = cls.__name__  # a re-registered copy of an emitted custom class
     if callee is None:
         raise StitchgenError(
             f"{cls.__module__}.{cls.__qualname__} is not part of the public Keras API; "

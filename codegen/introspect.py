@@ -33,10 +33,24 @@ class _Context:
 
     def custom_class(self, cls: type) -> str:
         if cls not in self.custom_classes:
-            if cls.__name__ in self.custom_classes.values():
-                raise StitchgenError(f"two custom classes are both named {cls.__name__!r}; rename one")
-            self.custom_classes[cls] = cls.__name__
+            same_name = [c for c, n in self.custom_classes.items() if n == cls.__name__]
+            # a copy of the same class (e.g. re-registered by a generated module) is the same class
+            if same_name and same_name[0].__module__ == cls.__module__:
+                raise StitchgenError(f"two different custom classes are both named {cls.__name__!r}; rename one")
+            if not same_name:
+                self.custom_classes[cls] = cls.__name__
+            return cls.__name__
         return self.custom_classes[cls]
+
+
+def _source(cls: type) -> str | None:
+    """The class statement without its decorators (copies differ only in those)."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return None
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("class ")), 0)
+    return "\n".join(line.strip() for line in lines[start:])
 
 
 def introspect(model: Any, custom_objects: dict[str, type] | None = None) -> Introspection:

@@ -154,6 +154,7 @@ class ModelProject:
             imports=sort_imports(imports),
             constants=constants,
             custom_classes=classes,
+            custom_names=[(render(n), n) for n in self.introspection.custom_classes.values()],
             helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
             functions=functions,
             **self._common(),

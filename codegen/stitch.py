@@ -198,6 +198,7 @@ class StitchProject:
                 ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
             ],
             custom_classes=classes,
+            custom_names=[(render(n), n) for n in customs.values()],
             helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
             functions=nested + parts,
             input_call=render_call("keras.Input", (), {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": "__SHAPE__"}).replace("'__SHAPE__'", "INPUT_SHAPE"),

@@ -5,7 +5,7 @@ Source: keras.applications.InceptionResNetV2(input_shape=[299, 299, 3])
 Regenerate: stitchgen generate examples/inception_resnet_v2.toml
 Weights: python inception_resnet_v2_port_weights.py --output inception_resnet_v2.weights.h5
 
-stitchgen-hash: sha256:a0d4db0eadac7e40a8b8467ccf3a9c8cb9cfde05318a38d33b99265abf93c5d5
+stitchgen-hash: sha256:ef983f7cf1745690eaa8ab1fd886911da5a562d60a645badb236aa5794328917
 """
 
 import keras
@@ -31,6 +31,12 @@ class CustomScaleLayer(Layer):
 
     def call(self, inputs):
         return inputs[0] + inputs[1] * self.scale
+
+
+# custom classes by name, for loading saved models that use them
+CUSTOM_OBJECTS = {
+    "CustomScaleLayer": CustomScaleLayer,
+}
 
 
 def build_model():

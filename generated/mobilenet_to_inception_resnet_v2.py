@@ -12,7 +12,7 @@ Frontier (the tensors the tail takes, one adapter branch each):
     conv2d_159: (8, 8, 288)
     conv2d_162: (8, 8, 320)
 
-stitchgen-hash: sha256:14e5b47e863077569db91886f26206d8e930a63e4309f259fc1f2c31f69da90a
+stitchgen-hash: sha256:a01aa6d2c07868b61e9c3418e992f723b300d72f722443e4da8133ba6345b0f3
 """
 
 import keras
@@ -42,6 +42,12 @@ class CustomScaleLayer(Layer):
 
     def call(self, inputs):
         return inputs[0] + inputs[1] * self.scale
+
+
+# custom classes by name, for loading saved models that use them
+CUSTOM_OBJECTS = {
+    "CustomScaleLayer": CustomScaleLayer,
+}
 
 
 def _set_trainable(inputs, outputs, trainable):

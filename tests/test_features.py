@@ -100,3 +100,33 @@ def test_dtype_policy_kept(tmp_path):
     model = module.build_model()
     assert model.get_layer("half").dtype_policy.name == "mixed_float16"
     assert np.dtype(model.outputs[0].dtype) == np.float64
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_saved_model_file_source(tmp_path, suffix):
+    """A saved model file (safe mode), custom layer included; the port defaults to its own weights."""
+    keras.backend.clear_session()
+    reference = models_for_tests.custom_layers()
+    randomize_weights(reference, seed=11)
+    saved = tmp_path / f"model{suffix}"
+    reference.save(saved)
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(
+        f'name = "from_file"\n[model]\nsource = "model{suffix}"\n'
+        'custom_objects = ["models_for_tests:Tagged", "models_for_tests:Unregistered"]\n'
+    )
+    from codegen.generate import generate_files
+
+    files, out_dir = generate_files(spec_path)
+    write_files(files, out_dir)
+    text = files["from_file.py"]
+    assert "class Tagged" in text and "models_for_tests" not in text.split('"""', 2)[2].split("SOURCE")[0]
+
+    port = import_path(tmp_path / "from_file_port_weights.py", f"port_file{suffix[1:]}")
+    out = tmp_path / "ported.weights.h5"
+    assert port.main(["--output", str(out), "--verify"]) == 0  # default: the weights saved in the file
+    generated = import_path(tmp_path / "from_file.py", f"gen_file{suffix[1:]}").build_model()
+    generated.load_weights(out)
+    batch = seeded_batch(reference)
+    diff, scale = max_abs_diff(reference(batch, training=False), generated(batch, training=False))
+    assert diff <= 1e-5 * (1 + scale)
