@@ -56,6 +56,7 @@ class Op:
     params: int = 0
     subgraph: Graph | None = None
     custom_class: str | None = None  # name of an emitted custom class
+    source_name: str | None = None  # the name in the source model, when renamed
 
 
 @dataclass

@@ -8,6 +8,7 @@ in `Expr` (code the generator wrote itself) or `ObjectSpec` (a constructor call)
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 from codegen.ir import ObjectSpec, TensorRef
@@ -95,3 +96,8 @@ def _render_slice(value: slice, ref, bare: bool = False) -> str:
     if value.step is not None:
         text += ":" + render(value.step, ref)
     return text
+
+
+def doc_text(text: str) -> str:
+    """Text safe inside a generated docstring or comment: anything unusual becomes '?'."""
+    return re.sub(r"[^A-Za-z0-9_.,:=()\[\]{}/ +<>-]", "?", text)

@@ -6,29 +6,26 @@ decides what happens to the returned texts.
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codegen import __version__
 from codegen.custom import class_source
-from codegen.emit_graph import NAME_OP_HELPER, GraphEmitter
+from codegen.emit import emit_functions
+from codegen.emit_graph import NAME_OP_HELPER
 from codegen.format import format_source
 from codegen.header import PLACEHOLDER, stamp
 from codegen.introspect import Introspection, introspect
 from codegen.ir import Graph, map_refs
-from codegen.literals import render
+from codegen.literals import doc_text, render
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
+from codegen.renaming import rename_structurally
 from codegen.spec import ModelSource, ModelSpec
 from codegen.templating import render_template
-
-
-def doc_text(text: str) -> str:
-    """Text safe inside a generated docstring: anything unusual becomes '?'."""
-    return re.sub(r"[^A-Za-z0-9_.,:=()\[\]{}/ +-]", "?", text)
 
 
 def sort_imports(lines: set[str]) -> list[str]:
@@ -82,7 +79,7 @@ def layer_map(graph: Graph, target_prefix="", source_prefix=(), names_prefix="")
     for op in graph.layers():
         target = target_prefix + op.name
         source = source_prefix + (op.layer_index,)
-        names = names_prefix + op.name
+        names = names_prefix + (op.source_name or op.name)
         if op.kind == "model" and op.subgraph is not None:
             rows += layer_map(op.subgraph, target + "/", source, names + "/")
         elif op.weight_shapes:
@@ -106,6 +103,13 @@ class ModelProject:
     def graph(self) -> Graph:
         return self.introspection.graph
 
+    @functools.cached_property
+    def emit_graph(self) -> Graph:
+        """The graph as emitted: in the factored style, counter-made names become structural."""
+        if self.spec.style == "factored":
+            return rename_structurally(self.graph)
+        return self.graph
+
     def files(self) -> dict[str, str]:
         name = self.spec.name
         return {f"{name}.py": self._build_model_module(), f"{name}_port_weights.py": self._build_port_script()}
@@ -120,16 +124,10 @@ class ModelProject:
 
     def _build_model_module(self) -> str:
         module_names = Namespace(reserved={"keras", "layers", "ops", "SOURCE", "INPUT_SHAPE", "_name_op"})
-        emitter = GraphEmitter(module_names)
         module_names.reserve("build_model")
-        emitter.emit(
-            self.graph,
-            "build_model",
-            "The model with fresh weights; load ported ones with model.load_weights(...).",
-        )
-        emitted = emitter.result
-        # nested builders were appended after their parents started: define them first
-        functions = emitted.functions[1:] + emitted.functions[:1]
+        doc = "The model with fresh weights; load ported ones with model.load_weights(...)."
+        emitted, helpers = emit_functions(module_names, [(self.emit_graph, "build_model", doc, None)], self.spec.style)
+        functions = helpers + emitted.functions
 
         classes = []
         imports = {"import keras"}
@@ -189,7 +187,7 @@ class ModelProject:
             kwargs_literal=render(source.kwargs),
             default_weights_literal=render(default),
             verify_inputs_literal=render(verify_inputs(self.graph)),
-            layer_map_rows=[render(row) for row in layer_map(self.graph)],
+            layer_map_rows=[render(row) for row in layer_map(self.emit_graph)],
             builder_dir_literal=render(builder_dir),
             weights_help_doc=weights_help.replace('"', ""),
             **self._common(),

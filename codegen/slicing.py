@@ -76,6 +76,7 @@ def rename_ops(graph: Graph, mapping: dict[str, str]) -> Graph:
         args = dict(op.args)
         if "name" in args and key in mapping:
             args["name"] = new
-        ops[new] = dataclasses.replace(op, name=new, args=args)
+        source_name = (op.source_name or key) if key in mapping else op.source_name
+        ops[new] = dataclasses.replace(op, name=new, args=args, source_name=source_name)
     calls = [dataclasses.replace(c, op=mapping.get(c.op, c.op)) for c in graph.calls]
     return dataclasses.replace(graph, ops=ops, calls=calls)

@@ -13,7 +13,7 @@ from typing import Any
 from codegen.errors import StitchgenError
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-STYLES = ("flat",)
+STYLES = ("factored", "flat")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ModelSpec:
     model: ModelSource
     spec_path: Path
     output_dir: Path
-    style: str = "flat"
+    style: str = "factored"
 
 
 def _fail(spec_path: Path | None, message: str) -> StitchgenError:
@@ -159,7 +159,7 @@ class StitchSpec:
     head_trainable: bool = False
     tail_trainable: bool = False
     adapter_trainable: bool = True
-    style: str = "flat"
+    style: str = "factored"
 
 
 def _position(table: dict, key: str, where: str, spec_path: Path) -> int | str:
@@ -219,7 +219,7 @@ def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchS
         output_dir = data.get("output_dir", ".")
         if not isinstance(output_dir, str):
             raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
-        chosen = style or data.get("style", "flat")
+        chosen = style or data.get("style", "factored")
         if chosen not in STYLES:
             raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
         return _load_stitch(data, spec_path, name, spec_path.parent / output_dir, chosen)
@@ -232,7 +232,7 @@ def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchS
     output_dir = data.get("output_dir", ".")
     if not isinstance(output_dir, str):
         raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
-    chosen = style or data.get("style", "flat")
+    chosen = style or data.get("style", "factored")
     if chosen not in STYLES:
         raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
     return ModelSpec(

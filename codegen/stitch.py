@@ -14,9 +14,11 @@ from typing import Any
 
 from codegen import __version__
 from codegen.adapter import design_adapter
+from codegen.blocks import dfs_order, split_blocks
 from codegen.cuts import Crossing, CutAnalysis
 from codegen.custom import class_source
-from codegen.emit_graph import NAME_OP_HELPER, GraphEmitter
+from codegen.emit import emit_functions
+from codegen.emit_graph import NAME_OP_HELPER
 from codegen.errors import StitchgenError
 from codegen.format import format_source
 from codegen.header import PLACEHOLDER, stamp
@@ -26,6 +28,7 @@ from codegen.literals import render, render_call
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
 from codegen.project import _uses_layers, doc_text, layer_map, regenerate_command, sort_imports
+from codegen.renaming import structural_names
 from codegen.slicing import rename_ops, slice_head, slice_tail
 from codegen.spec import ModelSource, StitchSpec
 from codegen.templating import render_template
@@ -57,6 +60,12 @@ def is_post_activation(graph: Graph, crossing: Crossing) -> bool:
         return True
     activation = op.args.get("activation")
     return op.class_name == "Activation" and activation in ("relu", "relu6", "swish", "silu", "gelu", "elu")
+
+
+def _structural(full: Graph, part: Graph) -> Graph:
+    """`part` with the structural names computed on the whole source, so they do not depend on the cut."""
+    mapping = structural_names(full, split_blocks(full, dfs_order(full)))
+    return rename_ops(part, {old: new for old, new in mapping.items() if old in part.ops})
 
 
 @dataclass
@@ -111,6 +120,9 @@ class StitchProject:
             )
         head_graph = slice_head(head.analysis, cut, "head")
         tail_graph, tail_crossings = slice_tail(tail.analysis, start, "tail")
+        if spec.style == "factored":
+            head_graph = _structural(head.graph, head_graph)
+            tail_graph = _structural(tail.graph, tail_graph)
 
         taken = set(head_graph.ops)
         renamed: dict[str, str] = {}
@@ -157,16 +169,17 @@ class StitchProject:
         )
         for fn in ("build_head", "build_adapter", "build_tail", "build_model"):
             module_names.reserve(fn)
-        emitter = GraphEmitter(module_names)
         tail_params = [c for c in self.tail_graph.ops if self.tail_graph.ops[c].kind == "input"]
         head_input = tensor_refs(self.head_graph.inputs)
         if len(head_input) != 1:
             raise StitchgenError("a head with several inputs is not supported yet; stitch a single-input network")
         input_op = self.head_graph.ops[self.head_graph.call_by_id()[head_input[0].call].op]
-        emitter.emit_part(self.head_graph, "head_layers", "The head's layers applied to `inputs`.", ["inputs"])
-        emitter.emit_part(self.adapter_graph, "adapter_layers", "The adapter: one output per tail input.", ["features"])
-        emitter.emit_part(self.tail_graph, "tail_layers", "The tail's layers applied to the frontier tensors.", tail_params)
-        emitted = emitter.result
+        jobs = [
+            (self.head_graph, "head_layers", "The head's layers applied to `inputs`.", ["inputs"]),
+            (self.adapter_graph, "adapter_layers", "The adapter: one output per tail input.", ["features"]),
+            (self.tail_graph, "tail_layers", "The tail's layers applied to the frontier tensors.", tail_params),
+        ]
+        emitted, helpers = emit_functions(module_names, jobs, self.spec.style)
         parts = [f for f in emitted.functions if f.name in ("head_layers", "adapter_layers", "tail_layers")]
         nested = [f for f in emitted.functions if f not in parts]
 
@@ -200,7 +213,7 @@ class StitchProject:
             custom_classes=classes,
             custom_names=[(render(n), n) for n in customs.values()],
             helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
-            functions=nested + parts,
+            functions=helpers + nested + parts,
             input_call=render_call("keras.Input", (), {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": "__SHAPE__"}).replace("'__SHAPE__'", "INPUT_SHAPE"),
             tail_inputs=tail_inputs,
             name_literal=render(self.spec.name),
@@ -211,12 +224,9 @@ class StitchProject:
 
     def _port_rows(self) -> list[str]:
         rows = []
-        for side, graph, mapping in (("head", self.head_graph, {}), ("tail", self.tail_graph, self.renamed)):
-            inverse = {new: old for old, new in mapping.items()}
+        for side, graph in (("head", self.head_graph), ("tail", self.tail_graph)):
             for target, source, names, cls, shapes in layer_map(graph):
-                first, _, rest = names.partition("/")
-                source_names = inverse.get(first, first) + ("/" + rest if rest else "")
-                rows.append(render((side, target, source, source_names, cls, shapes)))
+                rows.append(render((side, target, source, names, cls, shapes)))
         return rows
 
     def _source_context(self, source: ModelSource, prefix: str) -> dict[str, Any]:

@@ -115,3 +115,9 @@ def run_cli(*args: str, cwd: Path | None = None, extra_paths: tuple[Path, ...] =
         cwd=cwd or REPO,
         timeout=900,
     )
+
+
+def emitted_names(project, reference) -> list[str]:
+    """The reference model's layer names as the generated model names them (the factored style renames)."""
+    renamed = {op.source_name: op.name for op in project.emit_graph.ops.values() if op.source_name}
+    return [renamed.get(layer.name, layer.name) for layer in reference.layers]

@@ -7,14 +7,17 @@ architecture allows. Tolerance: max |diff| <= 1e-5 * (1 + max |source output|).
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 from codegen.project import ModelProject
+from codegen.emit import STYLES
 from codegen.spec import ModelSpec, parse_source
 from codegen.write import write_files
-from helpers import import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
+from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
 
 NAMES = sorted(a for a in dir(keras.applications) if a[:1].isupper())
 MIN_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
@@ -33,26 +36,31 @@ def test_every_application_is_covered():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_application_round_trip(name, tmp_path):
+    """Both styles from one introspection: the emitted port script, then the numbers."""
     source = parse_source(f"keras.applications.{name}", kwargs=app_kwargs(name))
     spec = ModelSpec(name="model_under_test", model=source, spec_path=tmp_path / "spec.toml", output_dir=tmp_path)
-    project = ModelProject.from_spec(spec)
-    write_files(project.files(), tmp_path)
+    introspection = ModelProject.from_spec(spec).introspection
 
     keras.backend.clear_session()
     reference = getattr(keras.applications, name)(weights=None, **app_kwargs(name))
     randomize_weights(reference, seed=7)
     weights = tmp_path / "source.weights.h5"
     reference.save_weights(weights)
-
-    out = tmp_path / "ported.weights.h5"
-    result = run_script(tmp_path / "model_under_test_port_weights.py", "--weights", str(weights), "--output", str(out), "--verify")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "verify: max abs diff" in result.stdout
-
-    generated = import_path(tmp_path / "model_under_test.py").build_model()
-    generated.load_weights(out)
-    assert [layer.name for layer in generated.layers] == [layer.name for layer in reference.layers]
     batch = seeded_batch(reference)
-    diff, scale = max_abs_diff(reference(batch, training=False), generated(batch, training=False))
-    assert np.isfinite(scale) and scale > 1e-3, f"degenerate outputs (max |y| = {scale}) would hide a wrong port"
-    assert diff <= 1e-5 * (1 + scale), f"{name}: max abs diff {diff:.3e} (max |y| {scale:.3e})"
+    expected = reference(batch, training=False)
+
+    for style in STYLES:
+        out_dir = tmp_path / style
+        project = ModelProject(dataclasses.replace(spec, style=style, output_dir=out_dir), introspection)
+        write_files(project.files(), out_dir)
+        out = out_dir / "ported.weights.h5"
+        result = run_script(out_dir / "model_under_test_port_weights.py", "--weights", str(weights), "--output", str(out), "--verify")
+        assert result.returncode == 0, f"{style}: {result.stderr[-3000:]}"
+        assert "verify: max abs diff" in result.stdout
+
+        generated = import_path(out_dir / "model_under_test.py", f"{name}_{style}").build_model()
+        generated.load_weights(out)
+        assert [layer.name for layer in generated.layers] == emitted_names(project, reference), style
+        diff, scale = max_abs_diff(expected, generated(batch, training=False))
+        assert np.isfinite(scale) and scale > 1e-3, f"degenerate outputs (max |y| = {scale}) would hide a wrong port"
+        assert diff <= 1e-5 * (1 + scale), f"{name} ({style}): max abs diff {diff:.3e} (max |y| {scale:.3e})"

@@ -11,24 +11,30 @@ import pytest
 
 import models_for_tests
 from codegen.project import ModelProject
+from codegen.emit import STYLES
 from codegen.spec import ModelSpec, parse_source
 from codegen.write import write_files
-from helpers import import_path, max_abs_diff, randomize_weights, seeded_batch
+from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, seeded_batch
 
 TESTS = Path(__file__).resolve().parent
 
 
-def generate_builder(function: str, out_dir: Path, name: str = "feature") -> dict[str, str]:
+def generate_builder(function: str, out_dir: Path, name: str = "feature", style: str = "factored"):
+    """Generate from a builder in models_for_tests; returns the file texts (the project too, if asked)."""
     source = parse_source(f"models_for_tests:{function}", base_dir=TESTS)
-    spec = ModelSpec(name=name, model=source, spec_path=TESTS / f"{function}.toml", output_dir=out_dir)
-    files = ModelProject.from_spec(spec).files()
+    spec = ModelSpec(name=name, model=source, spec_path=TESTS / f"{function}.toml", output_dir=out_dir, style=style)
+    project = ModelProject.from_spec(spec)
+    files = project.files()
     write_files(files, out_dir)
+    generate_builder.last_project = project
     return files
 
 
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("function", models_for_tests.FEATURES)
-def test_feature_round_trip(function, tmp_path):
-    files = generate_builder(function, tmp_path)
+def test_feature_round_trip(function, style, tmp_path):
+    files = generate_builder(function, tmp_path, style=style)
+    project = generate_builder.last_project
     for text in files.values():
         ast.parse(text)
         assert "keras.src" not in text and "import tensorflow" not in text
@@ -39,13 +45,13 @@ def test_feature_round_trip(function, tmp_path):
     weights = tmp_path / "source.weights.h5"
     reference.save_weights(weights)
 
-    port = import_path(tmp_path / "feature_port_weights.py", f"port_{function}")
+    port = import_path(tmp_path / "feature_port_weights.py", f"port_{function}_{style}")
     out = tmp_path / "ported.weights.h5"
     assert port.main(["--weights", str(weights), "--output", str(out), "--verify"]) == 0
-    generated = import_path(tmp_path / "feature.py", f"gen_{function}").build_model()
+    generated = import_path(tmp_path / "feature.py", f"gen_{function}_{style}").build_model()
     generated.load_weights(out)
 
-    assert [layer.name for layer in generated.layers] == [layer.name for layer in reference.layers]
+    assert [layer.name for layer in generated.layers] == emitted_names(project, reference)
     batch = seeded_batch(reference)
     diff, scale = max_abs_diff(reference(batch, training=False), generated(batch, training=False))
     assert diff <= 1e-5 * (1 + scale), f"{function}: max abs diff {diff:.3e}"

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from codegen.emit import STYLES
 from codegen.spec import load_spec
 from codegen.stitch import StitchProject
 from codegen.write import write_files
@@ -53,52 +54,61 @@ def operation_output(model, name: str, index: int):
     return out[index] if isinstance(out, (list, tuple)) else out
 
 
-def build_pair(key: str, tmp_path: Path):
+def build_pair(key: str, tmp_path: Path, style: str = "factored"):
     head, head_size, cut, tail, tail_size, start, kind = PAIRS[key]
     spec_path = tmp_path / "hybrid.toml"
     spec_path.write_text(spec_text("hybrid", *PAIRS[key]))
-    project = StitchProject.from_spec(load_spec(spec_path))
+    project = StitchProject.from_spec(load_spec(spec_path, style=style))
     write_files(project.files(), tmp_path)
     head_src = source_weights(head, head_size, 1, tmp_path / "head.weights.h5")
     tail_src = source_weights(tail, tail_size, 2, tmp_path / "tail.weights.h5")
     return project, head_src, tail_src
 
 
-def port(tmp_path: Path, *extra: str) -> int:
-    script = import_path(tmp_path / "hybrid_port_weights.py", f"port_hybrid_{tmp_path.name}")
-    args = ["--head-weights", str(tmp_path / "head.weights.h5"), "--tail-weights", str(tmp_path / "tail.weights.h5")]
+def port(tmp_path: Path, *extra: str, weights_dir: Path | None = None) -> int:
+    script = import_path(tmp_path / "hybrid_port_weights.py", f"port_hybrid_{tmp_path.parent.name}_{tmp_path.name}")
+    weights_dir = weights_dir or tmp_path
+    args = ["--head-weights", str(weights_dir / "head.weights.h5"), "--tail-weights", str(weights_dir / "tail.weights.h5")]
     return script.main(args + ["--output", str(tmp_path / "hybrid.weights.h5"), *extra])
 
 
 @pytest.mark.parametrize("key", list(PAIRS))
 def test_hybrid_equals_reference_sliced_from_sources(key, tmp_path):
     project, head_src, tail_src = build_pair(key, tmp_path)
-    assert port(tmp_path, "--verify") == 0
-
-    module = import_path(tmp_path / "hybrid.py", f"hybrid_{key}")
-    hybrid = module.build_model()
-    hybrid.load_weights(tmp_path / "hybrid.weights.h5")
-    rng = np.random.default_rng(5)
-    for layer in hybrid.layers:  # the adapter gets random, non-trivial weights too
-        if layer.name.startswith("adapter") and layer.weights:
-            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") + (1.0 if "variance" in w.path else 0.0) for w in layer.weights])
-    adapter = module.build_adapter()
-    for layer in adapter.layers:
-        if layer.weights:
-            layer.set_weights(hybrid.get_layer(layer.name).get_weights())
-
     head_ref = keras.Model(head_src.inputs[0], operation_output(head_src, project.head_crossing.producer, project.head_crossing.ref.index))
     crossing = [operation_output(tail_src, c.producer, c.ref.index) for c in project.tail_crossings]
     tail_ref = keras.Model(crossing, tail_src.outputs[0])
-    x = rng.standard_normal((2,) + tuple(module.INPUT_SHAPE)).astype("float32")
-    adapted = adapter(head_ref(x, training=False), training=False)
-    adapted = list(adapted) if isinstance(adapted, (list, tuple)) else [adapted]
-    reference = tail_ref(adapted, training=False)
-    diff, scale = max_abs_diff(reference, hybrid(x, training=False))
-    assert scale > 1e-3
-    assert diff <= 1e-5 * (1 + scale), f"{key}: {diff:.3e}"
-    assert module.HEAD_OUTPUT_SHAPE == tuple(project.head_crossing.info.shape[1:])
-    assert module.TAIL_INPUT_SHAPES == tuple(tuple(c.info.shape[1:]) for c in project.tail_crossings)
+
+    for style in STYLES:
+        out_dir = tmp_path / style
+        if style != "factored":
+            styled = StitchProject.from_spec(load_spec(tmp_path / "hybrid.toml", style=style))
+            write_files(styled.files(), out_dir)
+        else:
+            write_files(project.files(), out_dir)
+        assert port(out_dir, "--verify", weights_dir=tmp_path) == 0
+
+        module = import_path(out_dir / "hybrid.py", f"hybrid_{key}_{style}")
+        hybrid = module.build_model()
+        hybrid.load_weights(out_dir / "hybrid.weights.h5")
+        rng = np.random.default_rng(5)
+        for layer in hybrid.layers:  # the adapter gets random, non-trivial weights too
+            if layer.name.startswith("adapter") and layer.weights:
+                layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") + (1.0 if "variance" in w.path else 0.0) for w in layer.weights])
+        adapter = module.build_adapter()
+        for layer in adapter.layers:
+            if layer.weights:
+                layer.set_weights(hybrid.get_layer(layer.name).get_weights())
+
+        x = rng.standard_normal((2,) + tuple(module.INPUT_SHAPE)).astype("float32")
+        adapted = adapter(head_ref(x, training=False), training=False)
+        adapted = list(adapted) if isinstance(adapted, (list, tuple)) else [adapted]
+        reference = tail_ref(adapted, training=False)
+        diff, scale = max_abs_diff(reference, hybrid(x, training=False))
+        assert scale > 1e-3
+        assert diff <= 1e-5 * (1 + scale), f"{key} ({style}): {diff:.3e}"
+        assert module.HEAD_OUTPUT_SHAPE == tuple(project.head_crossing.info.shape[1:])
+        assert module.TAIL_INPUT_SHAPES == tuple(tuple(c.info.shape[1:]) for c in project.tail_crossings)
 
 
 def test_adapter_rules(tmp_path):

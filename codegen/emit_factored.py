@@ -1,0 +1,526 @@
+"""The `factored` style: helper functions for repeated motifs, loops over runs of them.
+
+Pipeline per module: order calls branch by branch -> split into blocks ->
+group blocks by structure (helpers) -> find conv/bn/activation chains in
+what is left and inside the helpers -> turn consecutive block calls whose
+arguments follow the block index into `for` loops -> render with a small
+register allocator, so the trunk reads `x = ...(x)` as in keras.applications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from codegen.blocks import Block, dfs_order, split_blocks
+from codegen.emit_graph import Function, GraphEmitter, _op_name_collisions
+from codegen.ir import Graph, TensorRef, map_refs, tensor_refs
+from codegen.literals import Expr, doc_text, render, render_call, render_subscript
+from codegen.motifs import (
+    FOLLOWERS,
+    MISSING,
+    Instance,
+    Loop,
+    Motif,
+    Name,
+    Step,
+    fit_loop,
+    fits,
+    parameterize,
+    pattern_name,
+    role_text,
+    signature,
+    stem_name,
+    step_of,
+)
+from codegen.naming import Namespace, to_identifier
+
+MIN_LOOP = 3
+
+
+@dataclass
+class StepItem:
+    step: Step
+    comment: str | None = None
+
+
+@dataclass
+class CallItem:
+    motif: Motif
+    instance: Instance
+    comment: str | None = None
+
+
+@dataclass
+class LoopItem:
+    motif: Motif
+    instances: list[Instance]
+    loop: Loop
+    comment: str | None = None
+
+
+Item = StepItem | CallItem | LoopItem
+
+
+@dataclass
+class _Job:
+    graph: Graph
+    function: str
+    doc: str
+    params: list[str] | None
+    items: list[Item] = field(default_factory=list)
+
+
+def _value(value: Any) -> Any:
+    return value.code() if isinstance(value, Name) else value
+
+
+def _shape_text(graph: Graph, ref: TensorRef) -> str:
+    info = graph.call_by_id()[ref.call].outputs[ref.index]
+    return " x ".join("?" if d is None else str(d) for d in info.shape[1:])
+
+
+class FactoredEmitter(GraphEmitter):
+    """Emit several graphs (a model, or a hybrid's parts) sharing one set of helpers."""
+
+    def __init__(self, module_names: Namespace) -> None:
+        super().__init__(module_names)
+        self.helpers: list[Function] = []
+        self._jobs: list[_Job] = []
+
+    def add(self, graph: Graph, function_name: str, doc: str, params: list[str] | None = None) -> None:
+        self._jobs.append(_Job(graph, function_name, doc, params))
+
+    def run(self) -> None:
+        functional = [j for j in self._jobs if j.graph.kind == "functional"]
+        block_motifs = self._block_motifs(functional)
+        for motif in block_motifs:  # chain helpers are called inside block helpers: no shadowing
+            for p in motif.params:
+                self._module_names.reserve(p.name)
+        chain_motifs = self._chain_motifs(functional, block_motifs)
+        for job in functional:
+            job.items = _with_loops(job.items)
+        for motif in chain_motifs + block_motifs:
+            self.helpers.append(self._helper(motif))
+        for job in self._jobs:
+            if job.graph.kind != "functional":
+                if job.params is None:
+                    self.emit(job.graph, job.function, job.doc)
+                else:
+                    self.emit_part(job.graph, job.function, job.doc, job.params)
+                continue
+            body = self._main_body(job)
+            self.result.functions.append(Function(job.function, job.doc, body, job.params or []))
+
+    # ------------------------------------------------------------ discovery
+
+    def _block_motifs(self, jobs: list[_Job]) -> list[Motif]:
+        groups: dict[tuple, list[tuple[_Job, Block, Instance]]] = {}
+        per_job: dict[int, list[tuple[Block, Instance | None]]] = {}
+        for job in jobs:
+            graph = job.graph
+            blocks = split_blocks(graph, dfs_order(graph))
+            collide = _op_name_collisions(graph)
+            uses: dict[str, int] = {}
+            for call in graph.calls:
+                uses[call.op] = uses.get(call.op, 0) + 1
+            entries: list[tuple[Block, Instance | None]] = []
+            for block in blocks:
+                instance = None
+                if _eligible(block, graph, collide, uses):
+                    steps = [step_of(c, graph.ops[c.op]) for c in block.calls]
+                    instance = Instance(steps, block.inputs, block.outputs, {}, block.stem)
+                    key = signature(steps, block.inputs, Name(None, block.stem))
+                    groups.setdefault(key, []).append((job, block, instance))
+                entries.append((block, instance))
+            per_job[id(job)] = entries
+
+        motifs: list[Motif] = []
+        chosen: dict[int, Motif] = {}
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            instances = [m[2] for m in members]
+            hint = stem_name([i.stem for i in instances]) or pattern_name(instances[0].steps[:3]) + "_block"
+            helper = self._module_names.name(hint)
+            names = _param_names(self._module_names)
+            motif = parameterize("block", instances, [Name(None, i.stem) for i in instances], names)
+            motif.helper = helper
+            motifs.append(motif)
+            for inst in instances:
+                chosen[id(inst)] = motif
+
+        for job in jobs:
+            items: list[Item] = []
+            last_shape = None
+            for block, instance in per_job[id(job)]:
+                comment = None
+                if block.stem and len(block.calls) > 1 and len(block.outputs) == 1:
+                    shape = _shape_text(job.graph, block.outputs[0])
+                    if shape != last_shape:
+                        comment, last_shape = f"{block.stem}: {shape}", shape
+                if instance is not None and id(instance) in chosen:
+                    items.append(CallItem(chosen[id(instance)], instance, comment))
+                    continue
+                for k, call in enumerate(block.calls):
+                    step = step_of(call, job.graph.ops[call.op])
+                    items.append(StepItem(step, comment if k == 0 else None))
+            job.items = items
+        return motifs
+
+    def _chain_motifs(self, jobs: list[_Job], block_motifs: list[Motif]) -> list[Motif]:
+        consumers: dict[TensorRef, int] = {}
+        graph_outputs: set[TensorRef] = set()
+        for job in jobs:
+            for call in job.graph.calls:
+                for ref in tensor_refs((call.args, call.kwargs)):
+                    consumers[ref] = consumers.get(ref, 0) + 1
+            graph_outputs |= set(tensor_refs(job.graph.outputs))
+        shared = {c.op for job in jobs for c in job.graph.calls if sum(1 for d in job.graph.calls if d.op == c.op) > 1}
+
+        sequences: list[list[Item]] = [job.items for job in jobs]
+        bodies = {id(m): [StepItem(s) for s in m.body] for m in block_motifs}
+        sequences += list(bodies.values())
+
+        groups: dict[tuple, list[tuple[int, int, int, Instance]]] = {}
+        for seq_index, items in enumerate(sequences):
+            k = 0
+            while k < len(items):
+                end = _chain_end(items, k, consumers, graph_outputs, shared)
+                if end - k >= 2:
+                    steps = [items[i].step for i in range(k, end)]
+                    inputs = tensor_refs((steps[0].call.args, steps[0].call.kwargs))
+                    outputs = [TensorRef(steps[-1].call.id, 0)]
+                    inst = Instance(steps, inputs, outputs, {}, steps[0].name.text())
+                    groups.setdefault(signature(steps, inputs, steps[0].name), []).append((seq_index, k, end, inst))
+                    k = end
+                else:
+                    k += 1
+
+        motifs: list[Motif] = []
+        replacements: dict[int, list[tuple[int, int, CallItem]]] = {}
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            instances = [m[3] for m in members]
+            helper = self._module_names.name(pattern_name(instances[0].steps))
+            motif = parameterize("chain", instances, [i.steps[0].name for i in instances], _param_names(self._module_names))
+            motif.helper = helper
+            motifs.append(motif)
+            for seq_index, start, end, inst in members:
+                comment = sequences[seq_index][start].comment
+                replacements.setdefault(seq_index, []).append((start, end, CallItem(motif, inst, comment)))
+
+        for seq_index, items in enumerate(sequences):
+            spans = sorted(replacements.get(seq_index, []), key=lambda r: r[0])
+            if not spans:
+                continue
+            new: list[Item] = []
+            k = 0
+            for start, end, call_item in spans:
+                new += items[k:start]
+                new.append(call_item)
+                k = end
+            new += items[k:]
+            items[:] = new
+        for motif in block_motifs:
+            motif.body_items = bodies[id(motif)]  # type: ignore[attr-defined]
+        return motifs
+
+    # ------------------------------------------------------------ rendering
+
+    def _helper(self, motif: Motif) -> Function:
+        items = getattr(motif, "body_items", None) or [StepItem(s) for s in motif.body]
+        reserved = {"keras", "layers", "ops"} | self._module_names.used()
+        inputs = ["x"] if len(motif.inputs) == 1 else [f"x{i}" for i in range(len(motif.inputs))]
+        params = _ordered_params(motif, inputs)
+        allocator = _Allocator(reserved | {p.split("=")[0] for p in params}, self)
+        body = allocator.emit(
+            items, dict(zip(motif.inputs, inputs)), protected=set(), outputs=motif.outputs, trunk_var="x"
+        )
+        body.append(f"return {allocator.variables[motif.outputs[0]]}")
+        first, last = motif.instances[0].stem, motif.instances[-1].stem
+        if motif.kind == "block":
+            doc = f"One block as in {first} .. {last} ({len(motif.instances)} in the source)."
+        else:
+            layers = " -> ".join(s.op.class_name for s in motif.body)
+            doc = f"{layers}, a chain repeated {len(motif.instances)} times in the source."
+        return Function(motif.helper, doc_text(doc), body, params)
+
+    def _main_body(self, job: _Job) -> list[str]:
+        graph = job.graph
+        reserved = {"keras", "layers", "ops", "model", "x"} | self._module_names.used() | set(job.params or ())
+        allocator = _Allocator(reserved, self, graph)
+        variables: dict[TensorRef, str] = {}
+        items = job.items
+        if job.params is not None:
+            for param, ref in zip(job.params, tensor_refs(graph.inputs)):
+                variables[ref] = param
+            input_calls = {r.call for r in tensor_refs(graph.inputs)}
+            items = [i for i in items if not (isinstance(i, StepItem) and i.step.call.id in input_calls)]
+        protected = {r for r in tensor_refs(graph.inputs)}
+        body = allocator.emit(items, variables, protected=protected, outputs=tensor_refs(graph.outputs), trunk_var="x")
+        names = allocator.variables
+        inputs = render(map_refs(graph.inputs, lambda r: Expr(names[r])))
+        outputs = render(map_refs(graph.outputs, lambda r: Expr(names[r])))
+        if job.params is not None:
+            return body + [f"return {outputs}"]
+        model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
+        if graph.trainable:
+            return body + [f"return {model}"]
+        return body + [f"model = {model}", "model.trainable = False", "return model"]
+
+
+def _ordered_params(motif: Motif, inputs: list[str]) -> list[str]:
+    params = list(inputs) + [p.name for p in motif.required]
+    params += [f"{p.name}={render(p.default)}" for p in motif.optional]
+    if motif.named:
+        params += ["*", "name"]
+    return params
+
+
+def _param_names(module_names: Namespace):
+    local = Namespace(reserved={"x", "name", "keras", "layers", "ops", "i"} | module_names.used())
+
+    def names(hint: str) -> str:
+        return local.name(hint)
+
+    return names
+
+
+def _eligible(block: Block, graph: Graph, collide: set[str], uses: dict[str, int]) -> bool:
+    if block.stem is None or len(block.inputs) != 1 or len(block.outputs) != 1 or len(block.calls) < 2:
+        return False
+    for call in block.calls:
+        op = graph.ops[call.op]
+        if op.kind not in ("layer", "op") or uses[op.name] > 1 or op.name in collide:
+            return False
+    return True
+
+
+def _chain_end(items: list[Item], k: int, consumers, graph_outputs, shared) -> int:
+    """One past the last step of the chain starting at `items[k]` (k + 1 if none)."""
+    first = items[k]
+    if not isinstance(first, StepItem) or first.step.op.kind != "layer" or first.step.name is None:
+        return k + 1
+    if first.step.op.name in shared:
+        return k + 1
+    end = k + 1
+    prev = first.step
+    while end < len(items):
+        item = items[end]
+        if not isinstance(item, StepItem) or item.comment is not None:
+            break
+        step = item.step
+        out = TensorRef(prev.call.id, 0)
+        refs = tensor_refs((step.call.args, step.call.kwargs))
+        if (
+            step.op.kind != "layer"
+            or step.op.class_name not in FOLLOWERS
+            or step.op.name in shared
+            or step.name is None
+            or not fits(step.name, first.step.name)
+            or len(prev.call.outputs) != 1
+            or refs != [out]
+            or consumers.get(out, 0) != 1
+            or out in graph_outputs
+        ):
+            break
+        prev = step
+        end += 1
+    return end
+
+
+def _with_loops(items: list[Item]) -> list[Item]:
+    """Replace runs of calls to one block helper, chained output to input, by loops."""
+    out: list[Item] = []
+    k = 0
+    while k < len(items):
+        item = items[k]
+        if not isinstance(item, CallItem) or item.motif.kind != "block":
+            out.append(item)
+            k += 1
+            continue
+        run = [item]
+        while k + len(run) < len(items):
+            nxt = items[k + len(run)]
+            if not (isinstance(nxt, CallItem) and nxt.motif is item.motif and nxt.instance.inputs == run[-1].instance.outputs):
+                break
+            run.append(nxt)
+        loop = None
+        if len(run) >= MIN_LOOP:
+            loop = fit_loop([r.instance for r in run], [p.name for p in item.motif.params])
+        if loop is None:
+            out.append(item)
+            k += 1
+            continue
+        first, last = run[0].instance.stem, run[-1].instance.stem
+        comment = item.comment
+        if comment is not None:
+            comment = f"{first} .. {last}:" + comment.split(":", 1)[1]
+        out.append(LoopItem(item.motif, [r.instance for r in run], loop, comment))
+        k += len(run)
+    return out
+
+
+class _Allocator:
+    """Names the values of one function body, reusing `x` for the trunk like keras.applications."""
+
+    def __init__(self, reserved: set[str], emitter: FactoredEmitter, graph: Graph | None = None) -> None:
+        self.names = Namespace(reserved=reserved)
+        self.emitter = emitter
+        self.graph = graph
+        self.variables: dict[TensorRef, str] = {}
+        self.objects: dict[str, str] = {}
+        self.holders: dict[str, TensorRef] = {}  # variable -> the value it holds now
+
+    def emit(
+        self,
+        items: list[Item],
+        variables: dict[TensorRef, str],
+        protected: set[TensorRef],
+        outputs: list[TensorRef],
+        trunk_var: str,
+    ) -> list[str]:
+        self.variables = dict(variables)
+        last_use: dict[TensorRef, int] = {}
+        for k, item in enumerate(items):
+            for ref in _consumed(item):
+                last_use[ref] = k
+        for ref in outputs:
+            last_use[ref] = len(items)
+        live: set[TensorRef] = {r for r in variables if r not in protected}
+        lines: list[str] = []
+        for k, item in enumerate(items):
+            consumed = _consumed(item)
+            produced = _produced(item)
+            dying = {r for r in consumed if last_use.get(r) == k and r not in protected}
+            live -= dying
+            kept = [r for r in produced if last_use.get(r, -1) > k and r not in protected]
+            live |= set(kept)
+            targets = []
+            for ref in produced:
+                targets.append(self._target(ref, item, consumed, dying, live, protected, trunk_var))
+            if item.comment:
+                lines.append(f"# {doc_text(item.comment)}")
+            lines += self._render(item, targets)
+        return lines
+
+    def _target(self, ref, item, consumed, dying, live, protected, trunk_var) -> str:
+        if ref in protected:
+            name = self.names.name(_hint(item, ref))
+        elif live == {ref}:
+            name = trunk_var
+        elif len(consumed) == 1 and consumed[0] in dying and self.variables[consumed[0]] != trunk_var:
+            name = self.variables[consumed[0]]
+        else:
+            hint = to_identifier(_hint(item, ref))
+            holder = self.holders.get(hint)
+            if holder is not None and holder not in live and holder not in protected and hint != trunk_var:
+                name = hint  # the previous value of this name is dead: reuse it, as hand-written code does
+            else:
+                name = self.names.name(hint)
+        self.variables[ref] = name
+        self.holders[name] = ref
+        return name
+
+    def _ref(self, ref: TensorRef) -> str:
+        return self.variables[ref]
+
+    def _render(self, item: Item, targets: list[str]) -> list[str]:
+        target = ", ".join(targets)
+        if isinstance(item, StepItem):
+            before: list[str] = []
+            expr = self._step(item.step, before)
+            return before + [f"{target} = {expr}"]
+        if isinstance(item, CallItem):
+            args = [self._ref(r) for r in item.instance.inputs]
+            return [f"{target} = {self._call(item.motif, item.instance.args, args)}"]
+        loop = item.loop
+        source = self._ref(item.instances[0].inputs[0])
+        lines = [] if source == target else [f"{target} = {source}"]
+        lines.append(f"for i in range({loop.start}, {loop.stop}):")
+        lines.append(f"    {target} = {self._call(item.motif, loop.args, [target])}")
+        return lines
+
+    def _call(self, motif: Motif, args: dict[str, Any], inputs: list[str]) -> str:
+        parts = list(inputs) + [render(_value(args[p.name])) for p in motif.required]
+        keywords = {}
+        for p in motif.optional:
+            value = _value(args[p.name])
+            if render(value) != render(p.default):
+                keywords[p.name] = value
+        if motif.named:
+            keywords["name"] = _value(args["name"])
+        return render_call(motif.helper, [Expr(p) for p in parts], keywords)
+
+    def _step(self, step: Step, before: list[str]) -> str:
+        op, call = step.op, step.call
+        slots = {k: _value(v) for k, v in step.slots.items()}
+        if op.kind == "input":
+            return render_call(op.callee, (), op.args)
+        if op.kind == "op":
+            self.emitter.result.uses_ops = True
+            if op.callee == "[]":
+                expr = f"{render(call.args[0], self._ref)}[{render_subscript(call.args[1], self._ref)}]"
+            else:
+                expr = render_call(op.callee, call.args, {**call.kwargs, **slots}, self._ref)
+            if self.graph is not None and op.name in _op_name_collisions(self.graph):
+                self.emitter.result.needs_name_op = True
+                expr = f"_name_op({expr}, {render(op.name)})"
+            return expr
+        callee = self._layer(step, slots, before)
+        return render_call(callee, call.args, call.kwargs, self._ref)
+
+    def _layer(self, step: Step, slots: dict[str, Any], before: list[str]) -> str:
+        op = step.op
+        if op.kind == "model" or (self.graph is not None and sum(1 for c in self.graph.calls if c.op == op.name) > 1):
+            assert self.graph is not None
+            if op.name not in self.objects:
+                # shared layers and nested models: defined once, called by variable
+                var = self.names.name(op.name + "_layer" if op.kind == "layer" else op.name)
+                self.objects[op.name] = var
+                before.append(f"{var} = {self.emitter._constructor(op, self.graph)}")
+            return self.objects[op.name]
+        positional = [slots[k] for k in op.positional if k in slots]
+        keywords = {k: v for k, v in slots.items() if k not in op.positional}
+        if step.name is not None:
+            keywords["name"] = step.name.code()
+        return render_call(op.callee, positional, keywords)
+
+
+def _consumed(item: Item) -> list[TensorRef]:
+    if isinstance(item, StepItem):
+        return tensor_refs((item.step.call.args, item.step.call.kwargs))
+    if isinstance(item, CallItem):
+        return list(item.instance.inputs)
+    return list(item.instances[0].inputs)
+
+
+def _produced(item: Item) -> list[TensorRef]:
+    if isinstance(item, StepItem):
+        return [TensorRef(item.step.call.id, i) for i in range(len(item.step.call.outputs))]
+    if isinstance(item, CallItem):
+        return list(item.instance.outputs)
+    return list(item.instances[-1].outputs)
+
+
+def _hint(item: Item, ref: TensorRef) -> str:
+    if isinstance(item, StepItem):
+        step = item.step
+        text = step.name.suffix if step.name is not None else step.op.name
+        if "branch_" in text:
+            rest = text.split("branch_", 1)[1]
+            return "branch_" + rest.split("_", 1)[0]
+        text = role_text(text) or step.op.name
+        return to_identifier(text) + (f"_{ref.index}" if ref.index else "")
+    if isinstance(item, CallItem):
+        stem = item.instance.stem or item.motif.helper
+        if "branch_" in stem:
+            rest = stem.split("branch_", 1)[1]
+            return "branch_" + rest.split("_", 1)[0]
+        return to_identifier(stem)
+    return item.motif.helper
+
+
+__all__ = ["FactoredEmitter", "MISSING"]
