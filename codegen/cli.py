@@ -148,13 +148,19 @@ def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | 
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff if a file is stale or was edited by hand.")
+@click.option(
+    "--style",
+    type=click.Choice(["factored", "flat"]),
+    help="factored: helper functions and loops for repeated blocks (the default); "
+    "flat: one line per layer. Overrides the spec's style key.",
+)
 @user_errors
-def generate(spec: str, output_dir: str | None, check: bool) -> None:
+def generate(spec: str, output_dir: str | None, check: bool, style: str | None) -> None:
     """Generate <name>.py and <name>_port_weights.py from SPEC (a TOML file)."""
     from codegen.generate import generate_files
     from codegen.write import check_files, write_files
 
-    files, default_dir = generate_files(Path(spec))
+    files, default_dir = generate_files(Path(spec), style)
     out_dir = Path(output_dir) if output_dir else default_dir
     if check:
         problems = check_files(files, out_dir)

@@ -94,9 +94,8 @@ class FactoredEmitter(GraphEmitter):
     def run(self) -> None:
         functional = [j for j in self._jobs if j.graph.kind == "functional"]
         block_motifs = self._block_motifs(functional)
-        for motif in block_motifs:  # chain helpers are called inside block helpers: no shadowing
-            for p in motif.params:
-                self._module_names.reserve(p.name)
+        # chain helpers are called inside block helpers: their names must not be shadowed
+        self._block_params = {p.name for motif in block_motifs for p in motif.params}
         chain_motifs = self._chain_motifs(functional, block_motifs)
         for job in functional:
             job.items = _with_loops(job.items)
@@ -203,7 +202,8 @@ class FactoredEmitter(GraphEmitter):
             if len(members) < 2:
                 continue
             instances = [m[3] for m in members]
-            helper = self._module_names.name(pattern_name(instances[0].steps))
+            hint = pattern_name(instances[0].steps)
+            helper = self._module_names.name(hint if hint not in self._block_params else hint + "_layers")
             motif = parameterize("chain", instances, [i.steps[0].name for i in instances], _param_names(self._module_names))
             motif.helper = helper
             motifs.append(motif)

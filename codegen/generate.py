@@ -8,9 +8,9 @@ from codegen.project import ModelProject
 from codegen.spec import StitchSpec, load_spec
 
 
-def generate_files(spec_path: Path) -> tuple[dict[str, str], Path]:
-    """(file name -> text, default output directory) for the spec at `spec_path`."""
-    spec = load_spec(spec_path)
+def generate_files(spec_path: Path, style: str | None = None) -> tuple[dict[str, str], Path]:
+    """(file name -> text, default output directory) for the spec at `spec_path`; `style` overrides the spec's."""
+    spec = load_spec(spec_path, style)
     if isinstance(spec, StitchSpec):
         from codegen.stitch import StitchProject
 

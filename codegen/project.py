@@ -47,10 +47,12 @@ def project_root(path: Path) -> Path:
     return path.resolve().parent
 
 
-def regenerate_command(spec_path: Path) -> str:
+def regenerate_command(spec_path: Path, style: str = "factored", declared_style: str = "factored") -> str:
+    """The command that regenerates these bytes, relative to the project root (machine independent)."""
     root = project_root(spec_path)
     rel = os.path.relpath(spec_path.resolve(), root)
-    return f"stitchgen generate {Path(rel).as_posix()}"
+    command = f"stitchgen generate {Path(rel).as_posix()}"
+    return command if style == declared_style else f"{command} --style {style}"
 
 
 def verify_inputs(graph: Graph) -> Any:
@@ -118,7 +120,7 @@ class ModelProject:
         return {
             "version": __version__,
             "source_doc": doc_text(self.spec.model.describe()),
-            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path)),
+            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path, self.spec.style, self.spec.declared_style)),
             "hash_line": PLACEHOLDER,
         }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import keyword
 import re
@@ -46,6 +48,7 @@ class ModelSpec:
     spec_path: Path
     output_dir: Path
     style: str = "factored"
+    declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
 
 
 def _fail(spec_path: Path | None, message: str) -> StitchgenError:
@@ -160,6 +163,7 @@ class StitchSpec:
     tail_trainable: bool = False
     adapter_trainable: bool = True
     style: str = "factored"
+    declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
 
 
 def _position(table: dict, key: str, where: str, spec_path: Path) -> int | str:
@@ -222,7 +226,8 @@ def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchS
         chosen = style or data.get("style", "factored")
         if chosen not in STYLES:
             raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
-        return _load_stitch(data, spec_path, name, spec_path.parent / output_dir, chosen)
+        stitch = _load_stitch(data, spec_path, name, spec_path.parent / output_dir, chosen)
+        return dataclasses.replace(stitch, declared_style=data.get("style", "factored"))
     _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
     if "name" not in data:
         raise _fail(spec_path, "the spec needs a name, e.g. name = \"my_model\"")
@@ -241,4 +246,5 @@ def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchS
         spec_path=spec_path,
         output_dir=spec_path.parent / output_dir,
         style=chosen,
+        declared_style=data.get("style", "factored"),
     )

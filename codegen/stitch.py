@@ -156,7 +156,7 @@ class StitchProject:
             "tail_doc": doc_text(
                 f"{self.spec.tail.describe()} layers {self.start}.. ({self.tail.analysis.layers[self.start].name})"
             ),
-            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path)),
+            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path, self.spec.style, self.spec.declared_style)),
             "hash_line": PLACEHOLDER,
         }
 

@@ -5,7 +5,7 @@ Source: keras.applications.MobileNet(input_shape=[224, 224, 3])
 Regenerate: stitchgen generate examples/mobilenet.toml
 Weights: python mobilenet_port_weights.py --output mobilenet.weights.h5
 
-stitchgen-hash: sha256:1f964017be296dc042fd0ce197322199f44aa6fd79ecb4664aacb451721e249a
+stitchgen-hash: sha256:a9943351b0dd9914450247647ed708e21dbd1ad02efb61f06d72f3eb0791e913
 """
 
 import keras
@@ -15,165 +15,73 @@ SOURCE = "keras.applications.MobileNet"
 INPUT_SHAPE = (224, 224, 3)
 
 
+def conv_pw(x, filters, kernel_size, strides=(1, 1), *, name):
+    """One block as in conv1 .. conv_pw_13 (14 in the source)."""
+    x = layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name=name
+    )(x)
+    x = layers.BatchNormalization(name=name + "_bn")(x)
+    x = layers.ReLU(max_value=6.0, name=name + "_relu")(x)
+    return x
+
+
+def conv_dw(x, padding="valid", strides=(1, 1), *, name):
+    """One block as in conv_dw_1 .. conv_dw_13 (13 in the source)."""
+    x = layers.DepthwiseConv2D(
+        (3, 3), padding=padding, use_bias=False, strides=strides, name=name
+    )(x)
+    x = layers.BatchNormalization(name=name + "_bn")(x)
+    x = layers.ReLU(max_value=6.0, name=name + "_relu")(x)
+    return x
+
+
 def build_model():
     """The model with fresh weights; load ported ones with model.load_weights(...)."""
     input_layer = keras.Input(shape=(224, 224, 3), name="input_layer")
-    conv1 = layers.Conv2D(
-        32, (3, 3), strides=(2, 2), padding="same", use_bias=False, name="conv1"
-    )(input_layer)
-    conv1_bn = layers.BatchNormalization(name="conv1_bn")(conv1)
-    conv1_relu = layers.ReLU(max_value=6.0, name="conv1_relu")(conv1_bn)
-    conv_dw_1 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_1"
-    )(conv1_relu)
-    conv_dw_1_bn = layers.BatchNormalization(name="conv_dw_1_bn")(conv_dw_1)
-    conv_dw_1_relu = layers.ReLU(max_value=6.0, name="conv_dw_1_relu")(conv_dw_1_bn)
-    conv_pw_1 = layers.Conv2D(
-        64, (1, 1), padding="same", use_bias=False, name="conv_pw_1"
-    )(conv_dw_1_relu)
-    conv_pw_1_bn = layers.BatchNormalization(name="conv_pw_1_bn")(conv_pw_1)
-    conv_pw_1_relu = layers.ReLU(max_value=6.0, name="conv_pw_1_relu")(conv_pw_1_bn)
-    conv_pad_2 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_2")(
-        conv_pw_1_relu
-    )
-    conv_dw_2 = layers.DepthwiseConv2D(
-        (3, 3), strides=(2, 2), use_bias=False, name="conv_dw_2"
-    )(conv_pad_2)
-    conv_dw_2_bn = layers.BatchNormalization(name="conv_dw_2_bn")(conv_dw_2)
-    conv_dw_2_relu = layers.ReLU(max_value=6.0, name="conv_dw_2_relu")(conv_dw_2_bn)
-    conv_pw_2 = layers.Conv2D(
-        128, (1, 1), padding="same", use_bias=False, name="conv_pw_2"
-    )(conv_dw_2_relu)
-    conv_pw_2_bn = layers.BatchNormalization(name="conv_pw_2_bn")(conv_pw_2)
-    conv_pw_2_relu = layers.ReLU(max_value=6.0, name="conv_pw_2_relu")(conv_pw_2_bn)
-    conv_dw_3 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_3"
-    )(conv_pw_2_relu)
-    conv_dw_3_bn = layers.BatchNormalization(name="conv_dw_3_bn")(conv_dw_3)
-    conv_dw_3_relu = layers.ReLU(max_value=6.0, name="conv_dw_3_relu")(conv_dw_3_bn)
-    conv_pw_3 = layers.Conv2D(
-        128, (1, 1), padding="same", use_bias=False, name="conv_pw_3"
-    )(conv_dw_3_relu)
-    conv_pw_3_bn = layers.BatchNormalization(name="conv_pw_3_bn")(conv_pw_3)
-    conv_pw_3_relu = layers.ReLU(max_value=6.0, name="conv_pw_3_relu")(conv_pw_3_bn)
-    conv_pad_4 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_4")(
-        conv_pw_3_relu
-    )
-    conv_dw_4 = layers.DepthwiseConv2D(
-        (3, 3), strides=(2, 2), use_bias=False, name="conv_dw_4"
-    )(conv_pad_4)
-    conv_dw_4_bn = layers.BatchNormalization(name="conv_dw_4_bn")(conv_dw_4)
-    conv_dw_4_relu = layers.ReLU(max_value=6.0, name="conv_dw_4_relu")(conv_dw_4_bn)
-    conv_pw_4 = layers.Conv2D(
-        256, (1, 1), padding="same", use_bias=False, name="conv_pw_4"
-    )(conv_dw_4_relu)
-    conv_pw_4_bn = layers.BatchNormalization(name="conv_pw_4_bn")(conv_pw_4)
-    conv_pw_4_relu = layers.ReLU(max_value=6.0, name="conv_pw_4_relu")(conv_pw_4_bn)
-    conv_dw_5 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_5"
-    )(conv_pw_4_relu)
-    conv_dw_5_bn = layers.BatchNormalization(name="conv_dw_5_bn")(conv_dw_5)
-    conv_dw_5_relu = layers.ReLU(max_value=6.0, name="conv_dw_5_relu")(conv_dw_5_bn)
-    conv_pw_5 = layers.Conv2D(
-        256, (1, 1), padding="same", use_bias=False, name="conv_pw_5"
-    )(conv_dw_5_relu)
-    conv_pw_5_bn = layers.BatchNormalization(name="conv_pw_5_bn")(conv_pw_5)
-    conv_pw_5_relu = layers.ReLU(max_value=6.0, name="conv_pw_5_relu")(conv_pw_5_bn)
-    conv_pad_6 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_6")(
-        conv_pw_5_relu
-    )
-    conv_dw_6 = layers.DepthwiseConv2D(
-        (3, 3), strides=(2, 2), use_bias=False, name="conv_dw_6"
-    )(conv_pad_6)
-    conv_dw_6_bn = layers.BatchNormalization(name="conv_dw_6_bn")(conv_dw_6)
-    conv_dw_6_relu = layers.ReLU(max_value=6.0, name="conv_dw_6_relu")(conv_dw_6_bn)
-    conv_pw_6 = layers.Conv2D(
-        512, (1, 1), padding="same", use_bias=False, name="conv_pw_6"
-    )(conv_dw_6_relu)
-    conv_pw_6_bn = layers.BatchNormalization(name="conv_pw_6_bn")(conv_pw_6)
-    conv_pw_6_relu = layers.ReLU(max_value=6.0, name="conv_pw_6_relu")(conv_pw_6_bn)
-    conv_dw_7 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_7"
-    )(conv_pw_6_relu)
-    conv_dw_7_bn = layers.BatchNormalization(name="conv_dw_7_bn")(conv_dw_7)
-    conv_dw_7_relu = layers.ReLU(max_value=6.0, name="conv_dw_7_relu")(conv_dw_7_bn)
-    conv_pw_7 = layers.Conv2D(
-        512, (1, 1), padding="same", use_bias=False, name="conv_pw_7"
-    )(conv_dw_7_relu)
-    conv_pw_7_bn = layers.BatchNormalization(name="conv_pw_7_bn")(conv_pw_7)
-    conv_pw_7_relu = layers.ReLU(max_value=6.0, name="conv_pw_7_relu")(conv_pw_7_bn)
-    conv_dw_8 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_8"
-    )(conv_pw_7_relu)
-    conv_dw_8_bn = layers.BatchNormalization(name="conv_dw_8_bn")(conv_dw_8)
-    conv_dw_8_relu = layers.ReLU(max_value=6.0, name="conv_dw_8_relu")(conv_dw_8_bn)
-    conv_pw_8 = layers.Conv2D(
-        512, (1, 1), padding="same", use_bias=False, name="conv_pw_8"
-    )(conv_dw_8_relu)
-    conv_pw_8_bn = layers.BatchNormalization(name="conv_pw_8_bn")(conv_pw_8)
-    conv_pw_8_relu = layers.ReLU(max_value=6.0, name="conv_pw_8_relu")(conv_pw_8_bn)
-    conv_dw_9 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_9"
-    )(conv_pw_8_relu)
-    conv_dw_9_bn = layers.BatchNormalization(name="conv_dw_9_bn")(conv_dw_9)
-    conv_dw_9_relu = layers.ReLU(max_value=6.0, name="conv_dw_9_relu")(conv_dw_9_bn)
-    conv_pw_9 = layers.Conv2D(
-        512, (1, 1), padding="same", use_bias=False, name="conv_pw_9"
-    )(conv_dw_9_relu)
-    conv_pw_9_bn = layers.BatchNormalization(name="conv_pw_9_bn")(conv_pw_9)
-    conv_pw_9_relu = layers.ReLU(max_value=6.0, name="conv_pw_9_relu")(conv_pw_9_bn)
-    conv_dw_10 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_10"
-    )(conv_pw_9_relu)
-    conv_dw_10_bn = layers.BatchNormalization(name="conv_dw_10_bn")(conv_dw_10)
-    conv_dw_10_relu = layers.ReLU(max_value=6.0, name="conv_dw_10_relu")(conv_dw_10_bn)
-    conv_pw_10 = layers.Conv2D(
-        512, (1, 1), padding="same", use_bias=False, name="conv_pw_10"
-    )(conv_dw_10_relu)
-    conv_pw_10_bn = layers.BatchNormalization(name="conv_pw_10_bn")(conv_pw_10)
-    conv_pw_10_relu = layers.ReLU(max_value=6.0, name="conv_pw_10_relu")(conv_pw_10_bn)
-    conv_dw_11 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_11"
-    )(conv_pw_10_relu)
-    conv_dw_11_bn = layers.BatchNormalization(name="conv_dw_11_bn")(conv_dw_11)
-    conv_dw_11_relu = layers.ReLU(max_value=6.0, name="conv_dw_11_relu")(conv_dw_11_bn)
-    conv_pw_11 = layers.Conv2D(
-        512, (1, 1), padding="same", use_bias=False, name="conv_pw_11"
-    )(conv_dw_11_relu)
-    conv_pw_11_bn = layers.BatchNormalization(name="conv_pw_11_bn")(conv_pw_11)
-    conv_pw_11_relu = layers.ReLU(max_value=6.0, name="conv_pw_11_relu")(conv_pw_11_bn)
-    conv_pad_12 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_12")(
-        conv_pw_11_relu
-    )
-    conv_dw_12 = layers.DepthwiseConv2D(
-        (3, 3), strides=(2, 2), use_bias=False, name="conv_dw_12"
-    )(conv_pad_12)
-    conv_dw_12_bn = layers.BatchNormalization(name="conv_dw_12_bn")(conv_dw_12)
-    conv_dw_12_relu = layers.ReLU(max_value=6.0, name="conv_dw_12_relu")(conv_dw_12_bn)
-    conv_pw_12 = layers.Conv2D(
-        1024, (1, 1), padding="same", use_bias=False, name="conv_pw_12"
-    )(conv_dw_12_relu)
-    conv_pw_12_bn = layers.BatchNormalization(name="conv_pw_12_bn")(conv_pw_12)
-    conv_pw_12_relu = layers.ReLU(max_value=6.0, name="conv_pw_12_relu")(conv_pw_12_bn)
-    conv_dw_13 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_13"
-    )(conv_pw_12_relu)
-    conv_dw_13_bn = layers.BatchNormalization(name="conv_dw_13_bn")(conv_dw_13)
-    conv_dw_13_relu = layers.ReLU(max_value=6.0, name="conv_dw_13_relu")(conv_dw_13_bn)
-    conv_pw_13 = layers.Conv2D(
-        1024, (1, 1), padding="same", use_bias=False, name="conv_pw_13"
-    )(conv_dw_13_relu)
-    conv_pw_13_bn = layers.BatchNormalization(name="conv_pw_13_bn")(conv_pw_13)
-    conv_pw_13_relu = layers.ReLU(max_value=6.0, name="conv_pw_13_relu")(conv_pw_13_bn)
-    global_average_pooling2d = layers.GlobalAveragePooling2D(
-        keepdims=True, name="global_average_pooling2d"
-    )(conv_pw_13_relu)
-    dropout = layers.Dropout(0.001, name="dropout")(
-        global_average_pooling2d, training=False
-    )
-    conv_preds = layers.Conv2D(1000, (1, 1), padding="same", name="conv_preds")(dropout)
-    reshape_2 = layers.Reshape((1000,), name="reshape_2")(conv_preds)
-    predictions = layers.Activation("softmax", name="predictions")(reshape_2)
-    return keras.Model(
-        inputs=input_layer, outputs=predictions, name="mobilenet_1.00_224"
-    )
+    # conv1: 112 x 112 x 32
+    x = conv_pw(input_layer, 32, (3, 3), strides=(2, 2), name="conv1")
+    x = conv_dw(x, padding="same", name="conv_dw_1")
+    # conv_pw_1: 112 x 112 x 64
+    x = conv_pw(x, 64, (1, 1), name="conv_pw_1")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_2")(x)
+    # conv_dw_2: 56 x 56 x 64
+    x = conv_dw(x, strides=(2, 2), name="conv_dw_2")
+    # conv_pw_2: 56 x 56 x 128
+    x = conv_pw(x, 128, (1, 1), name="conv_pw_2")
+    x = conv_dw(x, padding="same", name="conv_dw_3")
+    x = conv_pw(x, 128, (1, 1), name="conv_pw_3")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_4")(x)
+    # conv_dw_4: 28 x 28 x 128
+    x = conv_dw(x, strides=(2, 2), name="conv_dw_4")
+    # conv_pw_4: 28 x 28 x 256
+    x = conv_pw(x, 256, (1, 1), name="conv_pw_4")
+    x = conv_dw(x, padding="same", name="conv_dw_5")
+    x = conv_pw(x, 256, (1, 1), name="conv_pw_5")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_6")(x)
+    # conv_dw_6: 14 x 14 x 256
+    x = conv_dw(x, strides=(2, 2), name="conv_dw_6")
+    # conv_pw_6: 14 x 14 x 512
+    x = conv_pw(x, 512, (1, 1), name="conv_pw_6")
+    x = conv_dw(x, padding="same", name="conv_dw_7")
+    x = conv_pw(x, 512, (1, 1), name="conv_pw_7")
+    x = conv_dw(x, padding="same", name="conv_dw_8")
+    x = conv_pw(x, 512, (1, 1), name="conv_pw_8")
+    x = conv_dw(x, padding="same", name="conv_dw_9")
+    x = conv_pw(x, 512, (1, 1), name="conv_pw_9")
+    x = conv_dw(x, padding="same", name="conv_dw_10")
+    x = conv_pw(x, 512, (1, 1), name="conv_pw_10")
+    x = conv_dw(x, padding="same", name="conv_dw_11")
+    x = conv_pw(x, 512, (1, 1), name="conv_pw_11")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_12")(x)
+    # conv_dw_12: 7 x 7 x 512
+    x = conv_dw(x, strides=(2, 2), name="conv_dw_12")
+    # conv_pw_12: 7 x 7 x 1024
+    x = conv_pw(x, 1024, (1, 1), name="conv_pw_12")
+    x = conv_dw(x, padding="same", name="conv_dw_13")
+    x = conv_pw(x, 1024, (1, 1), name="conv_pw_13")
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
+    x = layers.Dropout(0.001, name="dropout")(x, training=False)
+    x = layers.Conv2D(1000, (1, 1), padding="same", name="conv_preds")(x)
+    x = layers.Reshape((1000,), name="reshape_2")(x)
+    x = layers.Activation("softmax", name="predictions")(x)
+    return keras.Model(inputs=input_layer, outputs=x, name="mobilenet_1.00_224")

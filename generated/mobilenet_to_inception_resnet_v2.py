@@ -12,7 +12,7 @@ Frontier (the tensors the tail takes, one adapter branch each):
     conv2d_159: (8, 8, 288)
     conv2d_162: (8, 8, 320)
 
-stitchgen-hash: sha256:a01aa6d2c07868b61e9c3418e992f723b300d72f722443e4da8133ba6345b0f3
+stitchgen-hash: sha256:c353042832840b7dfb7cf8629bbe12e1f8818b4c700b0e0b1830eed841c95ed8
 """
 
 import keras
@@ -57,607 +57,147 @@ def _set_trainable(inputs, outputs, trainable):
             layer.trainable = trainable
 
 
+def conv_bn_relu(x, filters, kernel_size, *, name):
+    """Conv2D -> BatchNormalization -> Activation, a chain repeated 9 times in the source."""
+    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(
+        x
+    )
+    x = layers.BatchNormalization(axis=3, scale=False, name=name + "_bn")(x)
+    x = layers.Activation("relu", name=name + "_ac")(x)
+    return x
+
+
+def conv_pw(x, filters, kernel_size, strides=(1, 1), *, name):
+    """One block as in conv1 .. conv_pw_5 (6 in the source)."""
+    x = layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name=name
+    )(x)
+    x = layers.BatchNormalization(name=name + "_bn")(x)
+    x = layers.ReLU(max_value=6.0, name=name + "_relu")(x)
+    return x
+
+
+def conv_dw(x, padding="valid", strides=(1, 1), *, name):
+    """One block as in conv_dw_1 .. conv_dw_5 (5 in the source)."""
+    x = layers.DepthwiseConv2D(
+        (3, 3), padding=padding, use_bias=False, strides=strides, name=name
+    )(x)
+    x = layers.BatchNormalization(name=name + "_bn")(x)
+    x = layers.ReLU(max_value=6.0, name=name + "_relu")(x)
+    return x
+
+
+def block8(x, *, name):
+    """One block as in block8_1 .. block8_9 (9 in the source)."""
+    branch_0 = conv_bn_relu(x, 192, (1, 1), name=name + "_branch_0_conv_1")
+    branch_1 = conv_bn_relu(x, 192, (1, 1), name=name + "_branch_1_conv_1")
+    branch_1 = conv_bn_relu(branch_1, 224, (1, 3), name=name + "_branch_1_conv_2")
+    branch_1 = conv_bn_relu(branch_1, 256, (3, 1), name=name + "_branch_1_conv_3")
+    mixed = layers.Concatenate(axis=3, name=name + "_mixed")([branch_0, branch_1])
+    mixed = layers.Conv2D(2080, (1, 1), padding="same", name=name + "_conv")(mixed)
+    x = CustomScaleLayer(0.2, name=name + "_custom_scale_1")([x, mixed])
+    x = layers.Activation("relu", name=name + "_ac")(x)
+    return x
+
+
 def head_layers(inputs):
     """The head's layers applied to `inputs`."""
-    conv1 = layers.Conv2D(
-        32, (3, 3), strides=(2, 2), padding="same", use_bias=False, name="conv1"
-    )(inputs)
-    conv1_bn = layers.BatchNormalization(name="conv1_bn")(conv1)
-    conv1_relu = layers.ReLU(max_value=6.0, name="conv1_relu")(conv1_bn)
-    conv_dw_1 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_1"
-    )(conv1_relu)
-    conv_dw_1_bn = layers.BatchNormalization(name="conv_dw_1_bn")(conv_dw_1)
-    conv_dw_1_relu = layers.ReLU(max_value=6.0, name="conv_dw_1_relu")(conv_dw_1_bn)
-    conv_pw_1 = layers.Conv2D(
-        64, (1, 1), padding="same", use_bias=False, name="conv_pw_1"
-    )(conv_dw_1_relu)
-    conv_pw_1_bn = layers.BatchNormalization(name="conv_pw_1_bn")(conv_pw_1)
-    conv_pw_1_relu = layers.ReLU(max_value=6.0, name="conv_pw_1_relu")(conv_pw_1_bn)
-    conv_pad_2 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_2")(
-        conv_pw_1_relu
-    )
-    conv_dw_2 = layers.DepthwiseConv2D(
-        (3, 3), strides=(2, 2), use_bias=False, name="conv_dw_2"
-    )(conv_pad_2)
-    conv_dw_2_bn = layers.BatchNormalization(name="conv_dw_2_bn")(conv_dw_2)
-    conv_dw_2_relu = layers.ReLU(max_value=6.0, name="conv_dw_2_relu")(conv_dw_2_bn)
-    conv_pw_2 = layers.Conv2D(
-        128, (1, 1), padding="same", use_bias=False, name="conv_pw_2"
-    )(conv_dw_2_relu)
-    conv_pw_2_bn = layers.BatchNormalization(name="conv_pw_2_bn")(conv_pw_2)
-    conv_pw_2_relu = layers.ReLU(max_value=6.0, name="conv_pw_2_relu")(conv_pw_2_bn)
-    conv_dw_3 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_3"
-    )(conv_pw_2_relu)
-    conv_dw_3_bn = layers.BatchNormalization(name="conv_dw_3_bn")(conv_dw_3)
-    conv_dw_3_relu = layers.ReLU(max_value=6.0, name="conv_dw_3_relu")(conv_dw_3_bn)
-    conv_pw_3 = layers.Conv2D(
-        128, (1, 1), padding="same", use_bias=False, name="conv_pw_3"
-    )(conv_dw_3_relu)
-    conv_pw_3_bn = layers.BatchNormalization(name="conv_pw_3_bn")(conv_pw_3)
-    conv_pw_3_relu = layers.ReLU(max_value=6.0, name="conv_pw_3_relu")(conv_pw_3_bn)
-    conv_pad_4 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_4")(
-        conv_pw_3_relu
-    )
-    conv_dw_4 = layers.DepthwiseConv2D(
-        (3, 3), strides=(2, 2), use_bias=False, name="conv_dw_4"
-    )(conv_pad_4)
-    conv_dw_4_bn = layers.BatchNormalization(name="conv_dw_4_bn")(conv_dw_4)
-    conv_dw_4_relu = layers.ReLU(max_value=6.0, name="conv_dw_4_relu")(conv_dw_4_bn)
-    conv_pw_4 = layers.Conv2D(
-        256, (1, 1), padding="same", use_bias=False, name="conv_pw_4"
-    )(conv_dw_4_relu)
-    conv_pw_4_bn = layers.BatchNormalization(name="conv_pw_4_bn")(conv_pw_4)
-    conv_pw_4_relu = layers.ReLU(max_value=6.0, name="conv_pw_4_relu")(conv_pw_4_bn)
-    conv_dw_5 = layers.DepthwiseConv2D(
-        (3, 3), padding="same", use_bias=False, name="conv_dw_5"
-    )(conv_pw_4_relu)
-    conv_dw_5_bn = layers.BatchNormalization(name="conv_dw_5_bn")(conv_dw_5)
-    conv_dw_5_relu = layers.ReLU(max_value=6.0, name="conv_dw_5_relu")(conv_dw_5_bn)
-    conv_pw_5 = layers.Conv2D(
-        256, (1, 1), padding="same", use_bias=False, name="conv_pw_5"
-    )(conv_dw_5_relu)
-    conv_pw_5_bn = layers.BatchNormalization(name="conv_pw_5_bn")(conv_pw_5)
-    conv_pw_5_relu = layers.ReLU(max_value=6.0, name="conv_pw_5_relu")(conv_pw_5_bn)
-    conv_pad_6 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_6")(
-        conv_pw_5_relu
-    )
-    return conv_pad_6
+    # conv1: 112 x 112 x 32
+    x = conv_pw(inputs, 32, (3, 3), strides=(2, 2), name="conv1")
+    x = conv_dw(x, padding="same", name="conv_dw_1")
+    # conv_pw_1: 112 x 112 x 64
+    x = conv_pw(x, 64, (1, 1), name="conv_pw_1")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_2")(x)
+    # conv_dw_2: 56 x 56 x 64
+    x = conv_dw(x, strides=(2, 2), name="conv_dw_2")
+    # conv_pw_2: 56 x 56 x 128
+    x = conv_pw(x, 128, (1, 1), name="conv_pw_2")
+    x = conv_dw(x, padding="same", name="conv_dw_3")
+    x = conv_pw(x, 128, (1, 1), name="conv_pw_3")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_4")(x)
+    # conv_dw_4: 28 x 28 x 128
+    x = conv_dw(x, strides=(2, 2), name="conv_dw_4")
+    # conv_pw_4: 28 x 28 x 256
+    x = conv_pw(x, 256, (1, 1), name="conv_pw_4")
+    x = conv_dw(x, padding="same", name="conv_dw_5")
+    x = conv_pw(x, 256, (1, 1), name="conv_pw_5")
+    x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_6")(x)
+    return x
 
 
 def adapter_layers(features):
     """The adapter: one output per tail input."""
-    adapter_bn_in = layers.BatchNormalization(name="adapter_bn_in")(features)
+    x = layers.BatchNormalization(name="adapter_bn_in")(features)
     adapter_0_resize = layers.Resizing(
         17, 17, interpolation="bilinear", name="adapter_0_resize"
-    )(adapter_bn_in)
-    adapter_0_conv = layers.Conv2D(1088, 1, name="adapter_0_conv")(adapter_0_resize)
-    adapter_0_bn_out = layers.BatchNormalization(name="adapter_0_bn_out")(
-        adapter_0_conv
+    )(x)
+    adapter_0_resize = layers.Conv2D(1088, 1, name="adapter_0_conv")(adapter_0_resize)
+    adapter_0_resize = layers.BatchNormalization(name="adapter_0_bn_out")(
+        adapter_0_resize
     )
-    adapter_0_relu = layers.ReLU(name="adapter_0_relu")(adapter_0_bn_out)
+    adapter_0_resize = layers.ReLU(name="adapter_0_relu")(adapter_0_resize)
     adapter_1_resize = layers.Resizing(
         8, 8, interpolation="bilinear", name="adapter_1_resize"
-    )(adapter_bn_in)
-    adapter_1_conv = layers.Conv2D(384, 1, name="adapter_1_conv")(adapter_1_resize)
-    adapter_1_bn_out = layers.BatchNormalization(name="adapter_1_bn_out")(
-        adapter_1_conv
+    )(x)
+    adapter_1_resize = layers.Conv2D(384, 1, name="adapter_1_conv")(adapter_1_resize)
+    adapter_1_resize = layers.BatchNormalization(name="adapter_1_bn_out")(
+        adapter_1_resize
     )
     adapter_2_resize = layers.Resizing(
         8, 8, interpolation="bilinear", name="adapter_2_resize"
-    )(adapter_bn_in)
-    adapter_2_conv = layers.Conv2D(288, 1, name="adapter_2_conv")(adapter_2_resize)
-    adapter_2_bn_out = layers.BatchNormalization(name="adapter_2_bn_out")(
-        adapter_2_conv
+    )(x)
+    adapter_2_resize = layers.Conv2D(288, 1, name="adapter_2_conv")(adapter_2_resize)
+    adapter_2_resize = layers.BatchNormalization(name="adapter_2_bn_out")(
+        adapter_2_resize
     )
     adapter_3_resize = layers.Resizing(
         8, 8, interpolation="bilinear", name="adapter_3_resize"
-    )(adapter_bn_in)
-    adapter_3_conv = layers.Conv2D(320, 1, name="adapter_3_conv")(adapter_3_resize)
-    adapter_3_bn_out = layers.BatchNormalization(name="adapter_3_bn_out")(
-        adapter_3_conv
+    )(x)
+    adapter_3_resize = layers.Conv2D(320, 1, name="adapter_3_conv")(adapter_3_resize)
+    adapter_3_resize = layers.BatchNormalization(name="adapter_3_bn_out")(
+        adapter_3_resize
     )
-    return [adapter_0_relu, adapter_1_bn_out, adapter_2_bn_out, adapter_3_bn_out]
+    return [adapter_0_resize, adapter_1_resize, adapter_2_resize, adapter_3_resize]
 
 
 def tail_layers(
     block17_20_ac_input, conv2d_157_input, conv2d_159_input, conv2d_162_input
 ):
     """The tail's layers applied to the frontier tensors."""
-    batch_normalization_157 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_157"
+    x = layers.BatchNormalization(
+        axis=3, scale=False, name="mixed_7a_branch_0_conv_2_bn"
     )(conv2d_157_input)
-    batch_normalization_159 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_159"
+    x = layers.Activation("relu", name="mixed_7a_branch_0_conv_2_ac")(x)
+    branch_1 = layers.BatchNormalization(
+        axis=3, scale=False, name="mixed_7a_branch_1_conv_2_bn"
     )(conv2d_159_input)
-    batch_normalization_162 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_162"
+    branch_1 = layers.Activation("relu", name="mixed_7a_branch_1_conv_2_ac")(branch_1)
+    branch_2 = layers.BatchNormalization(
+        axis=3, scale=False, name="mixed_7a_branch_2_conv_3_bn"
     )(conv2d_162_input)
-    activation_157 = layers.Activation("relu", name="activation_157")(
-        batch_normalization_157
-    )
-    activation_159 = layers.Activation("relu", name="activation_159")(
-        batch_normalization_159
-    )
-    activation_162 = layers.Activation("relu", name="activation_162")(
-        batch_normalization_162
-    )
-    max_pooling2d_3 = layers.MaxPooling2D(
-        pool_size=(3, 3), strides=(2, 2), name="max_pooling2d_3"
+    branch_2 = layers.Activation("relu", name="mixed_7a_branch_2_conv_3_ac")(branch_2)
+    branch_3 = layers.MaxPooling2D(
+        pool_size=(3, 3), strides=(2, 2), name="mixed_7a_branch_3_maxpool_1"
     )(block17_20_ac_input)
-    mixed_7a = layers.Concatenate(axis=3, name="mixed_7a")(
-        [activation_157, activation_159, activation_162, max_pooling2d_3]
-    )
-    conv2d_164 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_164"
-    )(mixed_7a)
-    batch_normalization_164 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_164"
-    )(conv2d_164)
-    activation_164 = layers.Activation("relu", name="activation_164")(
-        batch_normalization_164
-    )
-    conv2d_165 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_165"
-    )(activation_164)
-    batch_normalization_165 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_165"
-    )(conv2d_165)
-    activation_165 = layers.Activation("relu", name="activation_165")(
-        batch_normalization_165
-    )
-    conv2d_163 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_163"
-    )(mixed_7a)
-    conv2d_166 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_166"
-    )(activation_165)
-    batch_normalization_163 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_163"
-    )(conv2d_163)
-    batch_normalization_166 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_166"
-    )(conv2d_166)
-    activation_163 = layers.Activation("relu", name="activation_163")(
-        batch_normalization_163
-    )
-    activation_166 = layers.Activation("relu", name="activation_166")(
-        batch_normalization_166
-    )
-    block8_1_mixed = layers.Concatenate(axis=3, name="block8_1_mixed")(
-        [activation_163, activation_166]
-    )
-    block8_1_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_1_conv")(
-        block8_1_mixed
-    )
-    custom_scale_layer_30 = CustomScaleLayer(0.2, name="custom_scale_layer_30")(
-        [mixed_7a, block8_1_conv]
-    )
-    block8_1_ac = layers.Activation("relu", name="block8_1_ac")(custom_scale_layer_30)
-    conv2d_168 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_168"
-    )(block8_1_ac)
-    batch_normalization_168 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_168"
-    )(conv2d_168)
-    activation_168 = layers.Activation("relu", name="activation_168")(
-        batch_normalization_168
-    )
-    conv2d_169 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_169"
-    )(activation_168)
-    batch_normalization_169 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_169"
-    )(conv2d_169)
-    activation_169 = layers.Activation("relu", name="activation_169")(
-        batch_normalization_169
-    )
-    conv2d_167 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_167"
-    )(block8_1_ac)
-    conv2d_170 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_170"
-    )(activation_169)
-    batch_normalization_167 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_167"
-    )(conv2d_167)
-    batch_normalization_170 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_170"
-    )(conv2d_170)
-    activation_167 = layers.Activation("relu", name="activation_167")(
-        batch_normalization_167
-    )
-    activation_170 = layers.Activation("relu", name="activation_170")(
-        batch_normalization_170
-    )
-    block8_2_mixed = layers.Concatenate(axis=3, name="block8_2_mixed")(
-        [activation_167, activation_170]
-    )
-    block8_2_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_2_conv")(
-        block8_2_mixed
-    )
-    custom_scale_layer_31 = CustomScaleLayer(0.2, name="custom_scale_layer_31")(
-        [block8_1_ac, block8_2_conv]
-    )
-    block8_2_ac = layers.Activation("relu", name="block8_2_ac")(custom_scale_layer_31)
-    conv2d_172 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_172"
-    )(block8_2_ac)
-    batch_normalization_172 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_172"
-    )(conv2d_172)
-    activation_172 = layers.Activation("relu", name="activation_172")(
-        batch_normalization_172
-    )
-    conv2d_173 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_173"
-    )(activation_172)
-    batch_normalization_173 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_173"
-    )(conv2d_173)
-    activation_173 = layers.Activation("relu", name="activation_173")(
-        batch_normalization_173
-    )
-    conv2d_171 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_171"
-    )(block8_2_ac)
-    conv2d_174 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_174"
-    )(activation_173)
-    batch_normalization_171 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_171"
-    )(conv2d_171)
-    batch_normalization_174 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_174"
-    )(conv2d_174)
-    activation_171 = layers.Activation("relu", name="activation_171")(
-        batch_normalization_171
-    )
-    activation_174 = layers.Activation("relu", name="activation_174")(
-        batch_normalization_174
-    )
-    block8_3_mixed = layers.Concatenate(axis=3, name="block8_3_mixed")(
-        [activation_171, activation_174]
-    )
-    block8_3_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_3_conv")(
-        block8_3_mixed
-    )
-    custom_scale_layer_32 = CustomScaleLayer(0.2, name="custom_scale_layer_32")(
-        [block8_2_ac, block8_3_conv]
-    )
-    block8_3_ac = layers.Activation("relu", name="block8_3_ac")(custom_scale_layer_32)
-    conv2d_176 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_176"
-    )(block8_3_ac)
-    batch_normalization_176 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_176"
-    )(conv2d_176)
-    activation_176 = layers.Activation("relu", name="activation_176")(
-        batch_normalization_176
-    )
-    conv2d_177 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_177"
-    )(activation_176)
-    batch_normalization_177 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_177"
-    )(conv2d_177)
-    activation_177 = layers.Activation("relu", name="activation_177")(
-        batch_normalization_177
-    )
-    conv2d_175 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_175"
-    )(block8_3_ac)
-    conv2d_178 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_178"
-    )(activation_177)
-    batch_normalization_175 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_175"
-    )(conv2d_175)
-    batch_normalization_178 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_178"
-    )(conv2d_178)
-    activation_175 = layers.Activation("relu", name="activation_175")(
-        batch_normalization_175
-    )
-    activation_178 = layers.Activation("relu", name="activation_178")(
-        batch_normalization_178
-    )
-    block8_4_mixed = layers.Concatenate(axis=3, name="block8_4_mixed")(
-        [activation_175, activation_178]
-    )
-    block8_4_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_4_conv")(
-        block8_4_mixed
-    )
-    custom_scale_layer_33 = CustomScaleLayer(0.2, name="custom_scale_layer_33")(
-        [block8_3_ac, block8_4_conv]
-    )
-    block8_4_ac = layers.Activation("relu", name="block8_4_ac")(custom_scale_layer_33)
-    conv2d_180 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_180"
-    )(block8_4_ac)
-    batch_normalization_180 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_180"
-    )(conv2d_180)
-    activation_180 = layers.Activation("relu", name="activation_180")(
-        batch_normalization_180
-    )
-    conv2d_181 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_181"
-    )(activation_180)
-    batch_normalization_181 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_181"
-    )(conv2d_181)
-    activation_181 = layers.Activation("relu", name="activation_181")(
-        batch_normalization_181
-    )
-    conv2d_179 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_179"
-    )(block8_4_ac)
-    conv2d_182 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_182"
-    )(activation_181)
-    batch_normalization_179 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_179"
-    )(conv2d_179)
-    batch_normalization_182 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_182"
-    )(conv2d_182)
-    activation_179 = layers.Activation("relu", name="activation_179")(
-        batch_normalization_179
-    )
-    activation_182 = layers.Activation("relu", name="activation_182")(
-        batch_normalization_182
-    )
-    block8_5_mixed = layers.Concatenate(axis=3, name="block8_5_mixed")(
-        [activation_179, activation_182]
-    )
-    block8_5_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_5_conv")(
-        block8_5_mixed
-    )
-    custom_scale_layer_34 = CustomScaleLayer(0.2, name="custom_scale_layer_34")(
-        [block8_4_ac, block8_5_conv]
-    )
-    block8_5_ac = layers.Activation("relu", name="block8_5_ac")(custom_scale_layer_34)
-    conv2d_184 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_184"
-    )(block8_5_ac)
-    batch_normalization_184 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_184"
-    )(conv2d_184)
-    activation_184 = layers.Activation("relu", name="activation_184")(
-        batch_normalization_184
-    )
-    conv2d_185 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_185"
-    )(activation_184)
-    batch_normalization_185 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_185"
-    )(conv2d_185)
-    activation_185 = layers.Activation("relu", name="activation_185")(
-        batch_normalization_185
-    )
-    conv2d_183 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_183"
-    )(block8_5_ac)
-    conv2d_186 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_186"
-    )(activation_185)
-    batch_normalization_183 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_183"
-    )(conv2d_183)
-    batch_normalization_186 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_186"
-    )(conv2d_186)
-    activation_183 = layers.Activation("relu", name="activation_183")(
-        batch_normalization_183
-    )
-    activation_186 = layers.Activation("relu", name="activation_186")(
-        batch_normalization_186
-    )
-    block8_6_mixed = layers.Concatenate(axis=3, name="block8_6_mixed")(
-        [activation_183, activation_186]
-    )
-    block8_6_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_6_conv")(
-        block8_6_mixed
-    )
-    custom_scale_layer_35 = CustomScaleLayer(0.2, name="custom_scale_layer_35")(
-        [block8_5_ac, block8_6_conv]
-    )
-    block8_6_ac = layers.Activation("relu", name="block8_6_ac")(custom_scale_layer_35)
-    conv2d_188 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_188"
-    )(block8_6_ac)
-    batch_normalization_188 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_188"
-    )(conv2d_188)
-    activation_188 = layers.Activation("relu", name="activation_188")(
-        batch_normalization_188
-    )
-    conv2d_189 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_189"
-    )(activation_188)
-    batch_normalization_189 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_189"
-    )(conv2d_189)
-    activation_189 = layers.Activation("relu", name="activation_189")(
-        batch_normalization_189
-    )
-    conv2d_187 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_187"
-    )(block8_6_ac)
-    conv2d_190 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_190"
-    )(activation_189)
-    batch_normalization_187 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_187"
-    )(conv2d_187)
-    batch_normalization_190 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_190"
-    )(conv2d_190)
-    activation_187 = layers.Activation("relu", name="activation_187")(
-        batch_normalization_187
-    )
-    activation_190 = layers.Activation("relu", name="activation_190")(
-        batch_normalization_190
-    )
-    block8_7_mixed = layers.Concatenate(axis=3, name="block8_7_mixed")(
-        [activation_187, activation_190]
-    )
-    block8_7_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_7_conv")(
-        block8_7_mixed
-    )
-    custom_scale_layer_36 = CustomScaleLayer(0.2, name="custom_scale_layer_36")(
-        [block8_6_ac, block8_7_conv]
-    )
-    block8_7_ac = layers.Activation("relu", name="block8_7_ac")(custom_scale_layer_36)
-    conv2d_192 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_192"
-    )(block8_7_ac)
-    batch_normalization_192 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_192"
-    )(conv2d_192)
-    activation_192 = layers.Activation("relu", name="activation_192")(
-        batch_normalization_192
-    )
-    conv2d_193 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_193"
-    )(activation_192)
-    batch_normalization_193 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_193"
-    )(conv2d_193)
-    activation_193 = layers.Activation("relu", name="activation_193")(
-        batch_normalization_193
-    )
-    conv2d_191 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_191"
-    )(block8_7_ac)
-    conv2d_194 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_194"
-    )(activation_193)
-    batch_normalization_191 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_191"
-    )(conv2d_191)
-    batch_normalization_194 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_194"
-    )(conv2d_194)
-    activation_191 = layers.Activation("relu", name="activation_191")(
-        batch_normalization_191
-    )
-    activation_194 = layers.Activation("relu", name="activation_194")(
-        batch_normalization_194
-    )
-    block8_8_mixed = layers.Concatenate(axis=3, name="block8_8_mixed")(
-        [activation_191, activation_194]
-    )
-    block8_8_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_8_conv")(
-        block8_8_mixed
-    )
-    custom_scale_layer_37 = CustomScaleLayer(0.2, name="custom_scale_layer_37")(
-        [block8_7_ac, block8_8_conv]
-    )
-    block8_8_ac = layers.Activation("relu", name="block8_8_ac")(custom_scale_layer_37)
-    conv2d_196 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_196"
-    )(block8_8_ac)
-    batch_normalization_196 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_196"
-    )(conv2d_196)
-    activation_196 = layers.Activation("relu", name="activation_196")(
-        batch_normalization_196
-    )
-    conv2d_197 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_197"
-    )(activation_196)
-    batch_normalization_197 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_197"
-    )(conv2d_197)
-    activation_197 = layers.Activation("relu", name="activation_197")(
-        batch_normalization_197
-    )
-    conv2d_195 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_195"
-    )(block8_8_ac)
-    conv2d_198 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_198"
-    )(activation_197)
-    batch_normalization_195 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_195"
-    )(conv2d_195)
-    batch_normalization_198 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_198"
-    )(conv2d_198)
-    activation_195 = layers.Activation("relu", name="activation_195")(
-        batch_normalization_195
-    )
-    activation_198 = layers.Activation("relu", name="activation_198")(
-        batch_normalization_198
-    )
-    block8_9_mixed = layers.Concatenate(axis=3, name="block8_9_mixed")(
-        [activation_195, activation_198]
-    )
-    block8_9_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_9_conv")(
-        block8_9_mixed
-    )
-    custom_scale_layer_38 = CustomScaleLayer(0.2, name="custom_scale_layer_38")(
-        [block8_8_ac, block8_9_conv]
-    )
-    block8_9_ac = layers.Activation("relu", name="block8_9_ac")(custom_scale_layer_38)
-    conv2d_200 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_200"
-    )(block8_9_ac)
-    batch_normalization_200 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_200"
-    )(conv2d_200)
-    activation_200 = layers.Activation("relu", name="activation_200")(
-        batch_normalization_200
-    )
-    conv2d_201 = layers.Conv2D(
-        224, (1, 3), padding="same", use_bias=False, name="conv2d_201"
-    )(activation_200)
-    batch_normalization_201 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_201"
-    )(conv2d_201)
-    activation_201 = layers.Activation("relu", name="activation_201")(
-        batch_normalization_201
-    )
-    conv2d_199 = layers.Conv2D(
-        192, (1, 1), padding="same", use_bias=False, name="conv2d_199"
-    )(block8_9_ac)
-    conv2d_202 = layers.Conv2D(
-        256, (3, 1), padding="same", use_bias=False, name="conv2d_202"
-    )(activation_201)
-    batch_normalization_199 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_199"
-    )(conv2d_199)
-    batch_normalization_202 = layers.BatchNormalization(
-        axis=3, scale=False, name="batch_normalization_202"
-    )(conv2d_202)
-    activation_199 = layers.Activation("relu", name="activation_199")(
-        batch_normalization_199
-    )
-    activation_202 = layers.Activation("relu", name="activation_202")(
-        batch_normalization_202
-    )
+    x = layers.Concatenate(axis=3, name="mixed_7a")([x, branch_1, branch_2, branch_3])
+    for i in range(1, 10):
+        x = block8(x, name=f"block8_{i}")
+    branch_0 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_0_conv_1")
+    branch_1 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_1_conv_1")
+    branch_1 = conv_bn_relu(branch_1, 224, (1, 3), name="block8_10_branch_1_conv_2")
+    branch_1 = conv_bn_relu(branch_1, 256, (3, 1), name="block8_10_branch_1_conv_3")
     block8_10_mixed = layers.Concatenate(axis=3, name="block8_10_mixed")(
-        [activation_199, activation_202]
+        [branch_0, branch_1]
     )
-    block8_10_conv = layers.Conv2D(2080, (1, 1), padding="same", name="block8_10_conv")(
-        block8_10_mixed
-    )
-    custom_scale_layer_39 = CustomScaleLayer(1.0, name="custom_scale_layer_39")(
-        [block8_9_ac, block8_10_conv]
-    )
-    conv_7b = layers.Conv2D(
-        1536, (1, 1), padding="same", use_bias=False, name="conv_7b"
-    )(custom_scale_layer_39)
-    conv_7b_bn = layers.BatchNormalization(axis=3, scale=False, name="conv_7b_bn")(
-        conv_7b
-    )
-    conv_7b_ac = layers.Activation("relu", name="conv_7b_ac")(conv_7b_bn)
-    avg_pool = layers.GlobalAveragePooling2D(name="avg_pool")(conv_7b_ac)
-    predictions = layers.Dense(1000, activation="softmax", name="predictions")(avg_pool)
-    return predictions
+    block8_10_mixed = layers.Conv2D(
+        2080, (1, 1), padding="same", name="block8_10_conv"
+    )(block8_10_mixed)
+    x = CustomScaleLayer(1.0, name="block8_10_custom_scale_1")([x, block8_10_mixed])
+    # conv_7b: 8 x 8 x 1536
+    x = conv_bn_relu(x, 1536, (1, 1), name="conv_7b")
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dense(1000, activation="softmax", name="predictions")(x)
+    return x
 
 
 def build_head():

@@ -9,7 +9,7 @@ Regenerate: stitchgen generate examples/resnet50_to_vgg16.toml
 Frontier (the tensors the tail takes, one adapter branch each):
     block2_pool: (56, 56, 128)
 
-stitchgen-hash: sha256:1c2d39f6e2d40547a9790a63af81ccedcebc5de03bbb88b2287f45d3c1ad7599
+stitchgen-hash: sha256:ca584c00b6bcd37048f94f368a22cbeeebec8cd699121ebd8ee5352f31046b7e
 """
 
 import keras
@@ -30,160 +30,105 @@ def _set_trainable(inputs, outputs, trainable):
             layer.trainable = trainable
 
 
+def conv2_block(x, *, name):
+    """One block as in conv2_block2 .. conv2_block3 (2 in the source)."""
+    conv_1 = layers.Conv2D(64, (1, 1), name=name + "_1_conv")(x)
+    conv_1 = layers.BatchNormalization(axis=3, epsilon=1.001e-05, name=name + "_1_bn")(
+        conv_1
+    )
+    conv_1 = layers.Activation("relu", name=name + "_1_relu")(conv_1)
+    conv_1 = layers.Conv2D(64, (3, 3), padding="same", name=name + "_2_conv")(conv_1)
+    conv_1 = layers.BatchNormalization(axis=3, epsilon=1.001e-05, name=name + "_2_bn")(
+        conv_1
+    )
+    conv_1 = layers.Activation("relu", name=name + "_2_relu")(conv_1)
+    conv_1 = layers.Conv2D(256, (1, 1), name=name + "_3_conv")(conv_1)
+    conv_1 = layers.BatchNormalization(axis=3, epsilon=1.001e-05, name=name + "_3_bn")(
+        conv_1
+    )
+    x = layers.Add(name=name + "_add")([x, conv_1])
+    x = layers.Activation("relu", name=name + "_out")(x)
+    return x
+
+
+def block(x, conv1_filters, conv2_filters, conv3_filters, *, name):
+    """One block as in block3 .. block5 (3 in the source)."""
+    x = layers.Conv2D(
+        conv1_filters, (3, 3), padding="same", activation="relu", name=name + "_conv1"
+    )(x)
+    x = layers.Conv2D(
+        conv2_filters, (3, 3), padding="same", activation="relu", name=name + "_conv2"
+    )(x)
+    x = layers.Conv2D(
+        conv3_filters, (3, 3), padding="same", activation="relu", name=name + "_conv3"
+    )(x)
+    x = layers.MaxPooling2D(name=name + "_pool")(x)
+    return x
+
+
 def head_layers(inputs):
     """The head's layers applied to `inputs`."""
-    conv1_pad = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(inputs)
-    conv1_conv = layers.Conv2D(64, (7, 7), strides=(2, 2), name="conv1_conv")(conv1_pad)
-    conv1_bn = layers.BatchNormalization(axis=3, epsilon=1.001e-05, name="conv1_bn")(
-        conv1_conv
-    )
-    conv1_relu = layers.Activation("relu", name="conv1_relu")(conv1_bn)
-    pool1_pad = layers.ZeroPadding2D(name="pool1_pad")(conv1_relu)
-    pool1_pool = layers.MaxPooling2D(
-        pool_size=(3, 3), strides=(2, 2), name="pool1_pool"
-    )(pool1_pad)
-    conv2_block1_1_conv = layers.Conv2D(64, (1, 1), name="conv2_block1_1_conv")(
-        pool1_pool
-    )
-    conv2_block1_1_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block1_1_bn"
-    )(conv2_block1_1_conv)
-    conv2_block1_1_relu = layers.Activation("relu", name="conv2_block1_1_relu")(
-        conv2_block1_1_bn
-    )
-    conv2_block1_2_conv = layers.Conv2D(
-        64, (3, 3), padding="same", name="conv2_block1_2_conv"
-    )(conv2_block1_1_relu)
-    conv2_block1_2_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block1_2_bn"
-    )(conv2_block1_2_conv)
-    conv2_block1_2_relu = layers.Activation("relu", name="conv2_block1_2_relu")(
-        conv2_block1_2_bn
-    )
-    conv2_block1_0_conv = layers.Conv2D(256, (1, 1), name="conv2_block1_0_conv")(
-        pool1_pool
-    )
-    conv2_block1_3_conv = layers.Conv2D(256, (1, 1), name="conv2_block1_3_conv")(
-        conv2_block1_2_relu
-    )
-    conv2_block1_0_bn = layers.BatchNormalization(
+    # conv1: 112 x 112 x 64
+    x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(inputs)
+    x = layers.Conv2D(64, (7, 7), strides=(2, 2), name="conv1_conv")(x)
+    x = layers.BatchNormalization(axis=3, epsilon=1.001e-05, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    # pool1: 56 x 56 x 64
+    x = layers.ZeroPadding2D(name="pool1_pad")(x)
+    x = layers.MaxPooling2D(pool_size=(3, 3), strides=(2, 2), name="pool1_pool")(x)
+    # conv2_block1: 56 x 56 x 256
+    conv2_block1_0_conv = layers.Conv2D(256, (1, 1), name="conv2_block1_0_conv")(x)
+    conv2_block1_0_conv = layers.BatchNormalization(
         axis=3, epsilon=1.001e-05, name="conv2_block1_0_bn"
     )(conv2_block1_0_conv)
-    conv2_block1_3_bn = layers.BatchNormalization(
+    conv2_block1_1_conv = layers.Conv2D(64, (1, 1), name="conv2_block1_1_conv")(x)
+    conv2_block1_1_conv = layers.BatchNormalization(
+        axis=3, epsilon=1.001e-05, name="conv2_block1_1_bn"
+    )(conv2_block1_1_conv)
+    conv2_block1_1_conv = layers.Activation("relu", name="conv2_block1_1_relu")(
+        conv2_block1_1_conv
+    )
+    conv2_block1_1_conv = layers.Conv2D(
+        64, (3, 3), padding="same", name="conv2_block1_2_conv"
+    )(conv2_block1_1_conv)
+    conv2_block1_1_conv = layers.BatchNormalization(
+        axis=3, epsilon=1.001e-05, name="conv2_block1_2_bn"
+    )(conv2_block1_1_conv)
+    conv2_block1_1_conv = layers.Activation("relu", name="conv2_block1_2_relu")(
+        conv2_block1_1_conv
+    )
+    conv2_block1_1_conv = layers.Conv2D(256, (1, 1), name="conv2_block1_3_conv")(
+        conv2_block1_1_conv
+    )
+    conv2_block1_1_conv = layers.BatchNormalization(
         axis=3, epsilon=1.001e-05, name="conv2_block1_3_bn"
-    )(conv2_block1_3_conv)
-    conv2_block1_add = layers.Add(name="conv2_block1_add")(
-        [conv2_block1_0_bn, conv2_block1_3_bn]
-    )
-    conv2_block1_out = layers.Activation("relu", name="conv2_block1_out")(
-        conv2_block1_add
-    )
-    conv2_block2_1_conv = layers.Conv2D(64, (1, 1), name="conv2_block2_1_conv")(
-        conv2_block1_out
-    )
-    conv2_block2_1_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block2_1_bn"
-    )(conv2_block2_1_conv)
-    conv2_block2_1_relu = layers.Activation("relu", name="conv2_block2_1_relu")(
-        conv2_block2_1_bn
-    )
-    conv2_block2_2_conv = layers.Conv2D(
-        64, (3, 3), padding="same", name="conv2_block2_2_conv"
-    )(conv2_block2_1_relu)
-    conv2_block2_2_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block2_2_bn"
-    )(conv2_block2_2_conv)
-    conv2_block2_2_relu = layers.Activation("relu", name="conv2_block2_2_relu")(
-        conv2_block2_2_bn
-    )
-    conv2_block2_3_conv = layers.Conv2D(256, (1, 1), name="conv2_block2_3_conv")(
-        conv2_block2_2_relu
-    )
-    conv2_block2_3_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block2_3_bn"
-    )(conv2_block2_3_conv)
-    conv2_block2_add = layers.Add(name="conv2_block2_add")(
-        [conv2_block1_out, conv2_block2_3_bn]
-    )
-    conv2_block2_out = layers.Activation("relu", name="conv2_block2_out")(
-        conv2_block2_add
-    )
-    conv2_block3_1_conv = layers.Conv2D(64, (1, 1), name="conv2_block3_1_conv")(
-        conv2_block2_out
-    )
-    conv2_block3_1_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block3_1_bn"
-    )(conv2_block3_1_conv)
-    conv2_block3_1_relu = layers.Activation("relu", name="conv2_block3_1_relu")(
-        conv2_block3_1_bn
-    )
-    conv2_block3_2_conv = layers.Conv2D(
-        64, (3, 3), padding="same", name="conv2_block3_2_conv"
-    )(conv2_block3_1_relu)
-    conv2_block3_2_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block3_2_bn"
-    )(conv2_block3_2_conv)
-    conv2_block3_2_relu = layers.Activation("relu", name="conv2_block3_2_relu")(
-        conv2_block3_2_bn
-    )
-    conv2_block3_3_conv = layers.Conv2D(256, (1, 1), name="conv2_block3_3_conv")(
-        conv2_block3_2_relu
-    )
-    conv2_block3_3_bn = layers.BatchNormalization(
-        axis=3, epsilon=1.001e-05, name="conv2_block3_3_bn"
-    )(conv2_block3_3_conv)
-    conv2_block3_add = layers.Add(name="conv2_block3_add")(
-        [conv2_block2_out, conv2_block3_3_bn]
-    )
-    conv2_block3_out = layers.Activation("relu", name="conv2_block3_out")(
-        conv2_block3_add
-    )
-    return conv2_block3_out
+    )(conv2_block1_1_conv)
+    x = layers.Add(name="conv2_block1_add")([conv2_block1_0_conv, conv2_block1_1_conv])
+    x = layers.Activation("relu", name="conv2_block1_out")(x)
+    x = conv2_block(x, name="conv2_block2")
+    x = conv2_block(x, name="conv2_block3")
+    return x
 
 
 def adapter_layers(features):
     """The adapter: one output per tail input."""
-    adapter_conv = layers.Conv2D(128, 1, name="adapter_conv")(features)
-    return [adapter_conv]
+    x = layers.Conv2D(128, 1, name="adapter_conv")(features)
+    return [x]
 
 
 def tail_layers(block2_pool_input):
     """The tail's layers applied to the frontier tensors."""
-    block3_conv1 = layers.Conv2D(
-        256, (3, 3), padding="same", activation="relu", name="block3_conv1"
-    )(block2_pool_input)
-    block3_conv2 = layers.Conv2D(
-        256, (3, 3), padding="same", activation="relu", name="block3_conv2"
-    )(block3_conv1)
-    block3_conv3 = layers.Conv2D(
-        256, (3, 3), padding="same", activation="relu", name="block3_conv3"
-    )(block3_conv2)
-    block3_pool = layers.MaxPooling2D(name="block3_pool")(block3_conv3)
-    block4_conv1 = layers.Conv2D(
-        512, (3, 3), padding="same", activation="relu", name="block4_conv1"
-    )(block3_pool)
-    block4_conv2 = layers.Conv2D(
-        512, (3, 3), padding="same", activation="relu", name="block4_conv2"
-    )(block4_conv1)
-    block4_conv3 = layers.Conv2D(
-        512, (3, 3), padding="same", activation="relu", name="block4_conv3"
-    )(block4_conv2)
-    block4_pool = layers.MaxPooling2D(name="block4_pool")(block4_conv3)
-    block5_conv1 = layers.Conv2D(
-        512, (3, 3), padding="same", activation="relu", name="block5_conv1"
-    )(block4_pool)
-    block5_conv2 = layers.Conv2D(
-        512, (3, 3), padding="same", activation="relu", name="block5_conv2"
-    )(block5_conv1)
-    block5_conv3 = layers.Conv2D(
-        512, (3, 3), padding="same", activation="relu", name="block5_conv3"
-    )(block5_conv2)
-    block5_pool = layers.MaxPooling2D(name="block5_pool")(block5_conv3)
-    flatten = layers.Flatten(name="flatten")(block5_pool)
-    fc1 = layers.Dense(4096, activation="relu", name="fc1")(flatten)
-    fc2 = layers.Dense(4096, activation="relu", name="fc2")(fc1)
-    predictions = layers.Dense(1000, activation="softmax", name="predictions")(fc2)
-    return predictions
+    # block3: 28 x 28 x 256
+    x = block(block2_pool_input, 256, 256, 256, name="block3")
+    # block4: 14 x 14 x 512
+    x = block(x, 512, 512, 512, name="block4")
+    # block5: 7 x 7 x 512
+    x = block(x, 512, 512, 512, name="block5")
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(4096, activation="relu", name="fc1")(x)
+    x = layers.Dense(4096, activation="relu", name="fc2")(x)
+    x = layers.Dense(1000, activation="softmax", name="predictions")(x)
+    return x
 
 
 def build_head():

@@ -168,4 +168,38 @@ FEATURES = [
     "transformer_block",
     "call_kwargs_and_objects",
     "sequential_model",
+    "repeated_blocks",
+    "looped_blocks",
 ]
+
+
+def _residual_block(x, filters, name, extra=False):
+    """A conv-bn-relu pair with a projection shortcut, named like keras.applications."""
+    shortcut = layers.Conv2D(filters, 1, name=name + "_0_conv")(x)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name + "_1_conv")(x)
+    y = layers.BatchNormalization(name=name + "_1_bn")(y)
+    y = layers.Activation("relu", name=name + "_1_relu")(y)
+    if extra:
+        y = layers.Dropout(0.1, name=name + "_drop")(y)
+    y = layers.Add(name=name + "_add")([shortcut, y])
+    return layers.Activation("relu", name=name + "_out")(y)
+
+
+def repeated_blocks(n: int = 4, odd: int | None = None):
+    """`n` residual blocks with filters that do not follow the index; block `odd` has one extra layer."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = inputs
+    for i in range(1, n + 1):
+        x = _residual_block(x, 4 + (i * 5) % 7, f"stage_block{i}", extra=i == odd)
+    outputs = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name="repeated")
+
+
+def looped_blocks(n: int = 5):
+    """`n` identical residual blocks in a row: the factored style writes a loop."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(6, 3, padding="same", name="stem_conv")(inputs)
+    for i in range(1, n + 1):
+        x = _residual_block(x, 6, f"stage_block{i}")
+    outputs = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name="looped")
