@@ -164,6 +164,21 @@ class StitchSpec:
     adapter_trainable: bool = True
     style: str = "factored"
     declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
+    head_preprocess: str | None = None  # dotted function path or "none"; None: the source family's
+    tail_preprocess: str | None = None
+
+
+def _preprocess(table: dict, where: str, spec_path: Path) -> str | None:
+    if "preprocess" not in table:
+        return None
+    value = table["preprocess"]
+    if not isinstance(value, str) or not (value == "none" or re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value)):
+        raise _fail(
+            spec_path,
+            f"{where} preprocess must be a dotted function path such as "
+            f'"keras.applications.mobilenet.preprocess_input", or "none"; got {value!r}',
+        )
+    return value
 
 
 def _position(table: dict, key: str, where: str, spec_path: Path) -> int | str:
@@ -197,8 +212,8 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     kind = adapter.get("kind", "auto")
     if kind not in KINDS:
         raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
-    head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable"))
-    tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable"))
+    head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess"))
+    tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess"))
     return StitchSpec(
         name=name,
         head=head,
@@ -212,6 +227,8 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
         tail_trainable=_flag(tail_table, "trainable", False, "[tail]", spec_path),
         adapter_trainable=_flag(adapter, "trainable", True, "[adapter]", spec_path),
         style=style,
+        head_preprocess=_preprocess(head_table, "[head]", spec_path),
+        tail_preprocess=_preprocess(tail_table, "[tail]", spec_path),
     )
 
 

@@ -27,6 +27,7 @@ from codegen.ir import Graph, TensorInfo, tensor_refs
 from codegen.literals import render, render_call
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
+from codegen.preprocess import check_preprocess, default_preprocess
 from codegen.project import _uses_layers, doc_text, layer_map, regenerate_command, sort_imports
 from codegen.renaming import structural_names
 from codegen.slicing import rename_ops, slice_head, slice_tail
@@ -147,7 +148,43 @@ class StitchProject:
 
     def files(self) -> dict[str, str]:
         name = self.spec.name
-        return {f"{name}.py": self._build_hybrid_module(), f"{name}_port_weights.py": self._build_port_script()}
+        return {
+            f"{name}.py": self._build_hybrid_module(),
+            f"{name}_port_weights.py": self._build_port_script(),
+            f"{name}_train_adapter.py": self._build_train_script(),
+        }
+
+    def preprocessing(self) -> tuple[str, str]:
+        """(head, tail) preprocessing function paths: the spec's, else each source family's."""
+        head = self.spec.head_preprocess or default_preprocess(self.spec.head)
+        tail = self.spec.tail_preprocess or default_preprocess(self.spec.tail)
+        return check_preprocess(head, "[head]"), check_preprocess(tail, "[tail]")
+
+    def branches(self) -> list[tuple[str, str | None]]:
+        """Per frontier tensor: the adapter's final linear layer and its output batch norm (or None)."""
+        ops = self.adapter_graph.ops
+        rows = []
+        for i in range(len(self.tail_crossings)):
+            prefix = f"adapter_{i}" if len(self.tail_crossings) > 1 else "adapter"
+            linear = f"{prefix}_conv" if f"{prefix}_conv" in ops else f"{prefix}_dense"
+            rows.append((linear, f"{prefix}_bn_out" if f"{prefix}_bn_out" in ops else None))
+        return rows
+
+    def _build_train_script(self) -> str:
+        head_pre, tail_pre = self.preprocessing()
+        text = render_template(
+            "train_adapter.py.jinja",
+            module=self.spec.name,
+            module_literal=render(self.spec.name),
+            head_preprocess_literal=render(head_pre),
+            tail_preprocess_literal=render(tail_pre),
+            tail_frontier_literal=render(tuple((c.producer, c.ref.index) for c in self.tail_crossings)),
+            branches_literal=render(tuple(self.branches())),
+            input_bn_literal=render("adapter_bn_in" if "adapter_bn_in" in self.adapter_graph.ops else None),
+            **self._source_context(self.spec.tail, "tail"),
+            **self._common(),
+        )
+        return stamp(format_source(text))
 
     def _common(self) -> dict[str, Any]:
         return {

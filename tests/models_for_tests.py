@@ -203,3 +203,27 @@ def looped_blocks(n: int = 5):
         x = _residual_block(x, 6, f"stage_block{i}")
     outputs = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name="looped")
+
+
+def tiny_head():
+    """A small CNN to cut a head from: relu2 is 8 x 8 x 12."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="h_conv1")(inputs)
+    x = layers.ReLU(name="h_relu1")(x)
+    x = layers.Conv2D(12, 3, padding="same", name="h_conv2")(x)
+    x = layers.ReLU(name="h_relu2")(x)
+    x = layers.GlobalAveragePooling2D(name="h_pool")(x)
+    outputs = layers.Dense(3, activation="softmax", name="h_pred")(x)
+    return keras.Model(inputs, outputs, name="tiny_head")
+
+
+def tiny_tail():
+    """A small classifier to take a tail from: it starts at t_conv2, after an 8 x 8 x 6 ReLU."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.Conv2D(6, 3, strides=2, padding="same", name="t_conv1")(inputs)
+    x = layers.ReLU(name="t_relu1")(x)
+    x = layers.Conv2D(10, 3, padding="same", name="t_conv2")(x)
+    x = layers.ReLU(name="t_relu2")(x)
+    x = layers.GlobalAveragePooling2D(name="t_pool")(x)
+    outputs = layers.Dense(3, activation="softmax", name="t_pred")(x)
+    return keras.Model(inputs, outputs, name="tiny_tail")

@@ -1,0 +1,193 @@
+"""The emitted adapter-training script: least squares, distillation, fine-tuning, caching, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from codegen.preprocess import default_preprocess
+from codegen.spec import load_spec, parse_source
+from codegen.stitch import StitchProject
+from codegen.write import write_files
+from helpers import import_path, randomize_weights, run_script
+
+TESTS = Path(__file__).resolve().parent
+SPEC = """name = "tiny"
+[head]
+source = "models_for_tests:tiny_head"
+cut = "h_relu2"
+preprocess = "keras.applications.mobilenet.preprocess_input"
+[tail]
+source = "models_for_tests:tiny_tail"
+start = "t_conv2"
+preprocess = "keras.applications.resnet50.preprocess_input"
+[adapter]
+kind = "auto"
+"""
+
+
+@pytest.fixture(scope="module")
+def hybrid_dir(tmp_path_factory):
+    """A generated tiny hybrid, its source weights, the ported weights, an image folder and a .npz."""
+    import models_for_tests
+
+    root = tmp_path_factory.mktemp("tiny")
+    shutil.copy(TESTS / "models_for_tests.py", root / "models_for_tests.py")
+    (root / "tiny.toml").write_text(SPEC)
+    write_files(StitchProject.from_spec(load_spec(root / "tiny.toml")).files(), root)
+    keras.backend.clear_session()
+    for name, seed in (("head", 1), ("tail", 2)):
+        model = getattr(models_for_tests, f"tiny_{name}")()
+        randomize_weights(model, seed)
+        model.save_weights(root / f"{name}.weights.h5")
+    result = run_script(
+        root / "tiny_port_weights.py",
+        "--head-weights", str(root / "head.weights.h5"),
+        "--tail-weights", str(root / "tail.weights.h5"),
+        "--output", str(root / "ported.weights.h5"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(16):
+            image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            tf.io.write_file(str(root / "images" / label / f"{i}.png"), tf.io.encode_png(image))
+    np.savez(root / "data.npz", x=rng.integers(0, 256, (36, 24, 24, 3), dtype=np.uint8))
+    return root
+
+
+def train(root: Path, out: Path, *extra: str):
+    args = ["--weights", str(root / "ported.weights.h5"), "--tail-weights", str(root / "tail.weights.h5")]
+    return run_script(root / "tiny_train_adapter.py", *args, "--output", str(out), "--batch-size", "8", *extra)
+
+
+def layer_weights(path: Path, root: Path) -> dict[str, list[np.ndarray]]:
+    module = import_path(root / "tiny.py", f"tiny_{path.stem}_{abs(hash(str(path)))}")
+    model = module.build_model()
+    model.load_weights(path)
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def changed(a, b) -> set[str]:
+    return {name for name in a if any(not np.array_equal(x, y) for x, y in zip(a[name], b[name]))}
+
+
+@pytest.mark.parametrize("data", ["images", "data.npz"])
+def test_all_stages_end_to_end(hybrid_dir, tmp_path, data):
+    out = tmp_path / "trained.weights.h5"
+    result = train(hybrid_dir, out, "--data", str(hybrid_dir / data), "--stages", "lstsq,distill,finetune", "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = json.loads((tmp_path / "trained.weights.h5.json").read_text())
+    assert [s["stage"] for s in log["stages"]] == ["lstsq", "distill", "finetune"]
+    for stage in log["stages"]:
+        assert 0.0 <= stage["val_agreement"] <= 1.0
+        assert ("val_accuracy" in stage) == (data == "images")  # labels only from class folders here
+        assert len(stage["val_distill_loss"]) == 1
+    assert (tmp_path / "trained.weights.h5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    moved = changed(layer_weights(hybrid_dir / "ported.weights.h5", hybrid_dir), layer_weights(out, hybrid_dir))
+    assert moved and all(name.startswith("adapter") for name in moved), sorted(moved)
+
+
+def test_resume_continues_and_rejects_a_bad_checkpoint(hybrid_dir, tmp_path):
+    out = tmp_path / "run.weights.h5"
+    common = ("--data", str(hybrid_dir / "data.npz"), "--stages", "lstsq,distill")
+    first = train(hybrid_dir, out, *common, "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    state = json.loads((tmp_path / "run.weights.h5.ckpt.json").read_text())
+    assert state["done"] == ["lstsq", "distill"]
+
+    again = train(hybrid_dir, out, *common, "--epochs", "2", "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming after lstsq, distill" in again.stdout
+
+    other = train(hybrid_dir, out, "--data", str(hybrid_dir / "data.npz"), "--stages", "distill", "--resume")
+    assert other.returncode == 2 and "--resume: the checkpoint was written for" in other.stderr
+
+    checkpoint = tmp_path / "run.weights.h5.ckpt.weights.h5"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:2000])
+    before = out.read_bytes()
+    broken = train(hybrid_dir, out, *common, "--resume")
+    assert broken.returncode == 2, broken.stderr[-2000:]
+    error = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "does not hold this adapter's weights" in error[0]
+    assert "Traceback" not in broken.stderr and out.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: np.savez(p, x=np.zeros((4, 16, 16, 1), "uint8")), "expected N x H x W x 3"),
+        (lambda p: np.savez(p, x=np.zeros((0, 16, 16, 3), "uint8")), "holds no images"),
+    ],
+)
+def test_bad_data_gets_a_clear_error(hybrid_dir, tmp_path, make, message):
+    data = tmp_path / "bad.npz"
+    make(data)
+    result = train(hybrid_dir, tmp_path / "x.weights.h5", "--data", str(data))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.weights.h5").exists()
+
+
+def test_teacher_and_head_get_their_own_preprocessing(hybrid_dir):
+    script = import_path(hybrid_dir / "tiny_train_adapter.py", "tiny_train_pre")
+    assert script.HEAD_PREPROCESS == "keras.applications.mobilenet.preprocess_input"
+    assert script.TAIL_PREPROCESS == "keras.applications.resnet50.preprocess_input"
+    images = np.random.default_rng(1).uniform(0, 255, (2, 20, 20, 3)).astype("float32")
+    resized = keras.ops.convert_to_numpy(keras.ops.image.resize(images, (16, 16)))
+    np.testing.assert_array_equal(script.teacher_inputs(images, (16, 16)), keras.applications.resnet50.preprocess_input(resized.copy()))
+    np.testing.assert_array_equal(script.head_inputs(images, (16, 16)), keras.applications.mobilenet.preprocess_input(resized.copy()))
+    assert not np.allclose(script.teacher_inputs(images, (16, 16)), script.head_inputs(images, (16, 16)))
+
+
+def test_application_sources_default_to_their_family_preprocessing():
+    def family(name):
+        return default_preprocess(parse_source(f"keras.applications.{name}"))
+
+    assert family("MobileNet") == "keras.applications.mobilenet.preprocess_input"
+    assert family("InceptionResNetV2") == "keras.applications.inception_resnet_v2.preprocess_input"
+    assert family("ResNet50") == "keras.applications.resnet.preprocess_input"
+    assert default_preprocess(parse_source("models_for_tests:tiny_head", base_dir=TESTS)) == "none"
+
+
+def _synthetic(script, adapter, n=64, seed=0):
+    """Teacher activations that are exactly a linear map of the head features."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(1.0, 2.0, (n, 8, 8, 12)).astype("float32")
+    weight, bias = rng.normal(0, 0.5, (12, 6)), rng.normal(0, 0.5, 6)
+    linear = features.reshape(-1, 12).astype("float64") @ weight + bias
+    targets = linear.reshape(n, 8, 8, 6).astype("float32")
+    teacher = rng.random((n, 3)).astype("float32")
+    cache = script.Cache((features, [targets], teacher / teacher.sum(-1, keepdims=True), np.full(n, -1)), False)
+    return cache, linear.reshape(n, 8, 8, 6)
+
+
+def test_lstsq_recovers_a_linear_map_and_distill_lowers_the_loss(hybrid_dir):
+    script = import_path(hybrid_dir / "tiny_train_adapter.py", "tiny_train_synthetic")
+    generated = import_path(hybrid_dir / "tiny.py", "tiny_synthetic")
+    adapter = generated.build_adapter()
+    cache, linear = _synthetic(script, adapter)
+    script.fit_least_squares(adapter, cache, batch_size=16)
+    conv_out = keras.Model(adapter.input, adapter.get_layer("adapter_conv").output)(cache.features)
+    assert np.max(np.abs(keras.ops.convert_to_numpy(conv_out) - linear)) < 1e-4 * (1 + np.max(np.abs(linear)))
+    bn_out = adapter.get_layer("adapter_bn_out")  # an exact identity after the fit
+    identity = keras.ops.convert_to_numpy(bn_out(conv_out, training=False))
+    np.testing.assert_array_equal(identity, keras.ops.convert_to_numpy(conv_out))
+
+    keras.utils.set_random_seed(0)
+    fresh = generated.build_adapter()
+    tail = generated.build_tail()
+    args = types.SimpleNamespace(stages=["distill"], batch_size=16, epochs=6, learning_rate=1e-3, verbose=False, output=str(hybrid_dir / "syn.weights.h5"))
+    run = script.Run(args, generated, script.make_strategy("default"))
+    run.adapter, run.tail = fresh, tail
+    train_cache, val_cache = cache.split(0.25)
+    run.stage("distill", train_cache, val_cache)
+    losses = [epoch["loss"] for epoch in run.state["history"]["distill"]]
+    assert len(losses) == 6 and all(b < a for a, b in zip(losses, losses[1:])), losses
