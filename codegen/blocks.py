@@ -127,9 +127,16 @@ def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
         if merged and key is not None:
             prev_calls, prev_key, prev_multi = merged[-1]
             names = systematic(piece)
+            if prev_key is None:
+                merged.append((piece, key, multi))
+                continue
+            # the previous piece opens this block (`conv2_block1_preact_bn` then `conv2_block1`)
+            if len(key) > len(prev_key) and all(n.startswith(key + "_") for n in systematic(prev_calls)):
+                merged[-1] = (prev_calls + piece, key, prev_multi or multi)
+                continue
             # same stem; a sub-part (`block2a` then `block2a_se`); or a residual block's
             # trailing activation (`conv2_block1` then `conv2_block1_out`)
-            joins = prev_key is not None and (
+            joins = (
                 key == prev_key
                 or key.startswith(prev_key + "_")
                 or (prev_multi and not multi and all(n == prev_key or n.startswith(prev_key + "_") for n in names))

@@ -244,7 +244,7 @@ class FactoredEmitter(GraphEmitter):
             doc = f"One block as in {first} .. {last} ({len(motif.instances)} in the source)."
         else:
             layers = " -> ".join(s.op.class_name for s in motif.body)
-            doc = f"{layers}, a chain repeated {len(motif.instances)} times in the source."
+            doc = f"{layers}: written once, called from {len(motif.instances)} places in this file."
         return Function(motif.helper, doc_text(doc), body, params)
 
     def _main_body(self, job: _Job) -> list[str]:

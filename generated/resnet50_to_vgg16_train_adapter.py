@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:9974972d86ddfdd812692c3b7d5b03337143b95b834dfd031727ce3bd96c1e0e
+stitchgen-hash: sha256:f3ee797bad7d6fff70b443338d49de0b5396882de984d53b2f3db43e9312a537
 """
 
 import argparse
@@ -193,7 +193,7 @@ class Cache:
 
     def split(self, fraction, seed=0):
         order = np.random.default_rng(seed).permutation(len(self))
-        n_val = max(1, int(round(len(self) * fraction)))
+        n_val = max(1, round(len(self) * fraction))
         if n_val >= len(self):
             raise TrainError(
                 "the training set is too small to split off validation images; pass --val"
@@ -300,7 +300,7 @@ def fit_least_squares(adapter, cache, batch_size):
             cross += z.T @ t
         ridge = 1e-9 * max(np.trace(gram) / size, 1e-12)
         solution = np.linalg.solve(gram + ridge * np.eye(size), cross)
-        kernel, bias = linear.get_weights()
+        kernel = linear.get_weights()[0]
         linear.set_weights(
             [
                 solution[:-1].reshape(kernel.shape).astype("float32"),
@@ -767,9 +767,7 @@ def main(argv=None):
     except TrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (
-        Exception
-    ) as exc:  # noqa: BLE001 - any failure: report it, leave the last checkpoint
+    except Exception as exc:  # noqa: BLE001 - report any failure; the checkpoint stays
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}, {args.output}.json")

@@ -33,7 +33,9 @@ def test_generated_files_pass_black_and_ruff():
     assert ruff.returncode == 0, ruff.stdout
     for path in files:
         text = Path(path).read_text()
-        assert "keras.src" not in text and "import tensorflow" not in text
+        assert "keras.src" not in text
+        if not path.endswith("_train_adapter.py"):  # training streams with tf.data and runs under tf.distribute
+            assert "import tensorflow" not in text
 
 
 def _generate_in_subprocess(spec: Path, out: Path, hashseed: str, *extra: str) -> dict[str, bytes]:
