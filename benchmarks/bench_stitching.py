@@ -162,7 +162,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-
     import stitch_models
 
     work = Path(args.work)

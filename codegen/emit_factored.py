@@ -18,7 +18,6 @@ from codegen.ir import Graph, TensorRef, map_refs, tensor_refs
 from codegen.literals import Expr, doc_text, render, render_call, render_subscript
 from codegen.motifs import (
     FOLLOWERS,
-    MISSING,
     Instance,
     Loop,
     Motif,
@@ -522,5 +521,3 @@ def _hint(item: Item, ref: TensorRef) -> str:
         return to_identifier(stem)
     return item.motif.helper
 
-
-__all__ = ["FactoredEmitter", "MISSING"]

@@ -20,23 +20,11 @@ from typing import Any
 
 from codegen.ir import Call, Op, TensorRef, tensor_refs
 from codegen.literals import Expr, render
+from codegen.naming import SHORT_CLASS_NAMES
 from codegen.publicapi import to_snake_case
 
 MISSING = object()
 FOLLOWERS = {"BatchNormalization", "Activation", "ReLU", "LayerNormalization", "ELU", "LeakyReLU", "Softmax"}
-_SHORT = {
-    "Conv1D": "conv",
-    "Conv2D": "conv",
-    "Conv3D": "conv",
-    "DepthwiseConv2D": "dwconv",
-    "SeparableConv2D": "sepconv",
-    "Dense": "dense",
-    "BatchNormalization": "bn",
-    "LayerNormalization": "ln",
-    "Activation": "act",
-    "ReLU": "relu",
-    "ZeroPadding2D": "pad",
-}
 
 
 @dataclass(frozen=True)
@@ -286,8 +274,8 @@ def _role(step: Step, stem: Name | None) -> str:
         suffix = step.name.suffix
         if stem is not None and suffix.startswith(stem.suffix):
             suffix = suffix[len(stem.suffix) :]
-        return role_text(suffix) or _SHORT.get(step.op.class_name) or to_snake_case(step.op.class_name)
-    return _SHORT.get(step.op.class_name) or to_snake_case(step.op.class_name)
+        return role_text(suffix) or SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(step.op.class_name)
+    return SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(step.op.class_name)
 
 
 def role_text(suffix: str) -> str:
@@ -303,7 +291,7 @@ def pattern_name(steps: list[Step]) -> str:
     """`conv_bn_relu`: a helper name from the layer classes of a chain."""
     parts = []
     for step in steps:
-        short = _SHORT.get(step.op.class_name) or to_snake_case(step.op.class_name)
+        short = SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(step.op.class_name)
         activation = step.slots.get("activation")
         if short == "act" and isinstance(activation, str):
             short = activation
@@ -370,17 +358,14 @@ def fit_loop(instances: list[Instance], params: list[str]) -> Loop | None:
         if prefix is None:
             args[p] = Expr(index)
         else:
-            escape = lambda s: s.replace("{", "{{").replace("}", "}}")  # noqa: E731
-            literal = escape(prefix) + "{" + index + "}" + escape(suffix)
-            args[p] = _FString("f" + repr(literal), values)
+            literal = _escape_braces(prefix) + "{" + index + "}" + _escape_braces(suffix)
+            args[p] = Expr("f" + repr(literal))
     return Loop(start, start + n, args)
 
 
-class _FString(Expr):
-    def __new__(cls, code: str, values: list[Any]):
-        obj = super().__new__(cls, code)
-        obj.values = values
-        return obj
+def _escape_braces(text: str) -> str:
+    """Literal text inside an f-string."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _counter(values: list[Any]) -> tuple[str | None, list[int], str] | None:

@@ -49,3 +49,22 @@ class Namespace:
         if key is not None:
             self._by_key[key] = candidate
         return candidate
+
+
+# short names of layer classes, for helper names (`conv_bn_relu`) and structural layer names
+SHORT_CLASS_NAMES = {
+    "Conv1D": "conv",
+    "Conv2D": "conv",
+    "Conv3D": "conv",
+    "DepthwiseConv2D": "dwconv",
+    "SeparableConv2D": "sepconv",
+    "Dense": "dense",
+    "BatchNormalization": "bn",
+    "LayerNormalization": "ln",
+    "Activation": "act",
+    "ReLU": "relu",
+    "ZeroPadding2D": "pad",
+    "MaxPooling2D": "maxpool",
+    "AveragePooling2D": "avgpool",
+    "Concatenate": "concat",
+}

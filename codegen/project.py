@@ -97,7 +97,7 @@ class ModelProject:
     introspection: Introspection
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec) -> "ModelProject":
+    def from_spec(cls, spec: ModelSpec) -> ModelProject:
         model = load_model(spec.model)
         return cls(spec, introspect(model, custom_objects(spec.model)))
 

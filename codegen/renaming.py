@@ -13,25 +13,14 @@ import re
 
 from codegen.blocks import Block, dfs_order, is_auto_name, split_blocks
 from codegen.ir import Graph, TensorRef, tensor_refs
+from codegen.naming import SHORT_CLASS_NAMES
 from codegen.publicapi import to_snake_case
 
-_ROLES = {
-    "Conv1D": "conv",
-    "Conv2D": "conv",
-    "Conv3D": "conv",
-    "DepthwiseConv2D": "dwconv",
-    "SeparableConv2D": "sepconv",
-    "Dense": "dense",
-    "MaxPooling2D": "maxpool",
-    "AveragePooling2D": "avgpool",
-    "Concatenate": "concat",
-    "ZeroPadding2D": "pad",
-}
 _FOLLOWER_SUFFIX = {"BatchNormalization": "_bn", "Activation": "_ac", "ReLU": "_relu"}
 
 
 def role(class_name: str) -> str:
-    return _ROLES.get(class_name) or re.sub(r"_layer$", "", to_snake_case(class_name))
+    return SHORT_CLASS_NAMES.get(class_name) or re.sub(r"_layer$", "", to_snake_case(class_name))
 
 
 def _branches(block: Block, graph: Graph) -> dict[str, int]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-
 import difflib
 import keyword
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from codegen.errors import StitchgenError
 

@@ -15,8 +15,8 @@ from typing import Any
 from codegen import __version__
 from codegen.adapter import design_adapter
 from codegen.blocks import dfs_order, split_blocks
-from codegen.cuts import Crossing, CutAnalysis
 from codegen.custom import class_source
+from codegen.cuts import Crossing, CutAnalysis
 from codegen.emit import emit_functions
 from codegen.emit_graph import NAME_OP_HELPER
 from codegen.errors import StitchgenError
@@ -97,7 +97,7 @@ class StitchProject:
     renamed: dict[str, str]
 
     @classmethod
-    def from_spec(cls, spec: StitchSpec) -> "StitchProject":
+    def from_spec(cls, spec: StitchSpec) -> StitchProject:
         head = _load_part(spec.head)
         tail = _load_part(spec.tail)
         cut = _resolve(head.analysis, spec.cut, "[head] cut")

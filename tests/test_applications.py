@@ -12,14 +12,14 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
 
+from codegen.emit import STYLES
 from codegen.introspect import introspect
 from codegen.load import load_model
 from codegen.project import ModelProject
-from codegen.emit import STYLES
 from codegen.spec import ModelSpec, parse_source
 from codegen.write import write_files
-from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
 
 NAMES = sorted(a for a in dir(keras.applications) if a[:1].isupper())
 MIN_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}

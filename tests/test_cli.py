@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, run_cli
 
 TESTS = Path(__file__).resolve().parent

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import keras
 import pytest
+from helpers import import_path, max_abs_diff, randomize_weights, seeded_batch
 
 from codegen.project import ModelProject
 from codegen.spec import ModelSpec, parse_source
-from helpers import import_path, max_abs_diff, randomize_weights, seeded_batch
 
 TESTS = Path(__file__).resolve().parent
 

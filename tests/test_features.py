@@ -6,15 +6,15 @@ import ast
 from pathlib import Path
 
 import keras
+import models_for_tests
 import numpy as np
 import pytest
+from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, seeded_batch
 
-import models_for_tests
-from codegen.project import ModelProject
 from codegen.emit import STYLES
+from codegen.project import ModelProject
 from codegen.spec import ModelSpec, parse_source
 from codegen.write import write_files
-from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, seeded_batch
 
 TESTS = Path(__file__).resolve().parent
 

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, subprocess_env
 
 from codegen.generate import generate_files
 from codegen.header import hash_matches
-from helpers import REPO, subprocess_env
 
 SPECS = sorted((REPO / "examples").glob("*.toml"))
 

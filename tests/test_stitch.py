@@ -7,12 +7,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import import_path, max_abs_diff, randomize_weights, run_cli
 
 from codegen.emit import STYLES
 from codegen.spec import load_spec
 from codegen.stitch import StitchProject
 from codegen.write import write_files
-from helpers import import_path, max_abs_diff, randomize_weights, run_cli
 
 PAIRS = {
     # the seed case: a four-tensor tail frontier

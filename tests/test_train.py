@@ -11,12 +11,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import import_path, randomize_weights, run_script
 
 from codegen.preprocess import default_preprocess
 from codegen.spec import load_spec, parse_source
 from codegen.stitch import StitchProject
 from codegen.write import write_files
-from helpers import import_path, randomize_weights, run_script
 
 TESTS = Path(__file__).resolve().parent
 SPEC = """name = "tiny"
