@@ -175,3 +175,36 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
         return
     for path in write_files(files, out_dir):
         click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of Markdown.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the report to this file instead of stdout.")
+@click.option("--repeats", type=click.IntRange(0), default=10, show_default=True, help="Timed runs per part (0: skip timing).")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="The larger batch timed besides batch 1.")
+@user_errors
+def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int) -> None:
+    """Parameters, MACs, output shapes and latency per part, and bytes per image at the cut.
+
+    SPEC is a stitch spec (head, adapter and tail) or a single-model spec.
+    """
+    from codegen.project import ModelProject
+    from codegen.report import model_report, render_markdown, stitch_report
+    from codegen.spec import StitchSpec, load_spec
+    from codegen.write import write_files
+
+    loaded = load_spec(spec)
+    if isinstance(loaded, StitchSpec):
+        from codegen.stitch import StitchProject
+
+        result = stitch_report(StitchProject.from_spec(loaded), repeats, batch_size)
+    else:
+        result = model_report(ModelProject.from_spec(loaded), repeats, batch_size)
+    text = json.dumps(result, indent=2) + "\n" if as_json else render_markdown(result)
+    if output:
+        target = Path(output)
+        write_files({target.name: text}, target.parent if str(target.parent) else Path("."))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)

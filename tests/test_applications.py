@@ -15,6 +15,7 @@ import pytest
 from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
 
 from codegen.emit import STYLES
+from codegen.costs import graph_cost
 from codegen.introspect import introspect
 from codegen.load import load_model
 from codegen.project import ModelProject
@@ -43,6 +44,7 @@ def test_application_round_trip(name, tmp_path):
     spec = ModelSpec(name="model_under_test", model=source, spec_path=tmp_path / "spec.toml", output_dir=tmp_path)
     reference = load_model(source)  # built once: introspected, then the numerical reference
     introspection = introspect(reference)
+    assert graph_cost(introspection.graph).params == reference.count_params()  # the report's parameter totals
     randomize_weights(reference, seed=7)
     weights = tmp_path / "source.weights.h5"
     reference.save_weights(weights)
