@@ -208,3 +208,27 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command("export")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The hybrid's weights (.weights.h5).")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
+@user_errors
+def export_command(spec: str, weights: str, output_dir: str | None) -> None:
+    """Write the phone side as TFLite (float32 and dynamic-range int8) and the server side as .keras.
+
+    The adapter goes with the tail unless the spec says [adapter] side = "phone".
+    The float32 TFLite model is checked against the Keras one on a random batch.
+    """
+    from codegen.export import export
+    from codegen.spec import StitchSpec, load_spec
+    from codegen.stitch import StitchProject
+
+    loaded = load_spec(spec)
+    if not isinstance(loaded, StitchSpec):
+        raise StitchgenError("export takes a stitch spec (with [head] and [tail])")
+    out = Path(output_dir) if output_dir else loaded.output_dir
+    result = export(StitchProject.from_spec(loaded), Path(weights), out)
+    click.echo(f"wrote {result.phone_float32}, {result.phone_int8}, {result.server}")
+    click.echo(f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)")

@@ -164,6 +164,7 @@ class StitchSpec:
     adapter_trainable: bool = True
     style: str = "factored"
     declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
+    adapter_side: str = "server"  # where `stitchgen export` puts the adapter: "server" or "phone"
     head_preprocess: str | None = None  # dotted function path or "none"; None: the source family's
     tail_preprocess: str | None = None
 
@@ -208,7 +209,10 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     adapter = data.get("adapter", {})
     if not isinstance(adapter, dict):
         raise _fail(spec_path, "[adapter] must be a table")
-    _check_keys(adapter, ("kind", "trainable"), "[adapter]", spec_path)
+    _check_keys(adapter, ("kind", "trainable", "side"), "[adapter]", spec_path)
+    side = adapter.get("side", "server")
+    if side not in ("server", "phone"):
+        raise _fail(spec_path, f"[adapter] side {side!r} must be \"server\" (with the tail) or \"phone\" (with the head)")
     kind = adapter.get("kind", "auto")
     if kind not in KINDS:
         raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
@@ -227,6 +231,7 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
         tail_trainable=_flag(tail_table, "trainable", False, "[tail]", spec_path),
         adapter_trainable=_flag(adapter, "trainable", True, "[adapter]", spec_path),
         style=style,
+        adapter_side=side,
         head_preprocess=_preprocess(head_table, "[head]", spec_path),
         tail_preprocess=_preprocess(tail_table, "[tail]", spec_path),
     )

@@ -1,0 +1,69 @@
+"""`stitchgen export`: a TFLite phone side that agrees with Keras, a .keras server side that loads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import import_path, randomize_weights, run_cli
+from test_train import SPEC as TINY_SPEC
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _tflite(path: Path, x: np.ndarray) -> np.ndarray:
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    rows = []
+    for image in x:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"]))
+    return np.concatenate(rows)
+
+
+@pytest.mark.parametrize("side", ["server", "phone"])
+def test_export_phone_and_server_sides(tmp_path, side):
+    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
+    (tmp_path / "tiny.toml").write_text(TINY_SPEC.replace('kind = "auto"', f'kind = "auto"\nside = "{side}"'))
+    assert run_cli("generate", str(tmp_path / "tiny.toml")).returncode == 0
+    module = import_path(tmp_path / "tiny.py", f"tiny_export_{side}")
+    hybrid = module.build_model()
+    randomize_weights(hybrid, seed=4)
+    hybrid.save_weights(tmp_path / "hybrid.weights.h5")
+
+    out = tmp_path / "export"
+    result = run_cli("export", str(tmp_path / "tiny.toml"), "--weights", str(tmp_path / "hybrid.weights.h5"), "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max abs diff" in result.stdout
+
+    x = np.random.default_rng(9).uniform(-1, 1, (3, 16, 16, 3)).astype("float32")
+    head = module.build_head()
+    adapter = module.build_adapter()
+    for part in (head, adapter):
+        for layer in part.layers:
+            if layer.weights:
+                layer.set_weights(hybrid.get_layer(layer.name).get_weights())
+    features = head(x, training=False)
+    phone_expected = adapter(features, training=False) if side == "phone" else features
+    got = _tflite(out / "tiny_phone.tflite", x)
+    assert np.max(np.abs(got - keras.ops.convert_to_numpy(phone_expected))) <= 1e-4
+    assert (out / "tiny_phone_int8.tflite").stat().st_size < (out / "tiny_phone.tflite").stat().st_size * 1.1
+
+    server = keras.saving.load_model(out / "tiny_server.keras", compile=False)
+    full = keras.ops.convert_to_numpy(hybrid(x, training=False))
+    server_out = keras.ops.convert_to_numpy(server(keras.ops.convert_to_numpy(phone_expected), training=False))
+    assert np.max(np.abs(server_out - full)) <= 1e-5 * (1 + np.max(np.abs(full)))
+
+
+def test_export_needs_existing_weights(tmp_path):
+    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
+    (tmp_path / "tiny.toml").write_text(TINY_SPEC)
+    result = run_cli("export", str(tmp_path / "tiny.toml"), "--weights", str(tmp_path / "nope.weights.h5"))
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
