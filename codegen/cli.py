@@ -76,8 +76,9 @@ def _shape(shape: tuple) -> str:
 @click.option("--cuts", is_flag=True, help="List only the single-tensor cut points, with shape and stride.")
 @click.option("--frontier", "frontier_at", metavar="POS", help="Print the tensors crossing a cut at POS (index or layer name).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--plot", metavar="FILE", help="Also draw the model to FILE (.svg or .png), valid cut points marked (needs Graphviz).")
 @user_errors
-def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | None, as_json: bool) -> None:
+def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | None, as_json: bool, plot: str | None) -> None:
     """Print one row per layer of MODEL: index, name, class, output shape, params.
 
     MODEL is keras.applications.NAME, a .keras/.h5 file, module:function, or a
@@ -90,6 +91,11 @@ def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | 
     source = _model_source(model, kwargs_json)
     graph = introspect(load_model(source), custom_objects(source)).graph
     analysis = CutAnalysis(graph)
+    if plot:
+        from codegen.diagram import model_dot, render
+
+        producers = {analysis.frontier(p)[0].producer for p in analysis.single_tensor_cuts()}
+        click.echo(f"wrote {render(model_dot(graph, producers), Path(plot))}", err=True)
     if frontier_at is not None:
         try:
             position = analysis.resolve(int(frontier_at) if frontier_at.lstrip("-").isdigit() else frontier_at)
@@ -183,8 +189,9 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report to this file instead of stdout.")
 @click.option("--repeats", type=click.IntRange(0), default=10, show_default=True, help="Timed runs per part (0: skip timing).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="The larger batch timed besides batch 1.")
+@click.option("--diagram", metavar="PREFIX", help="Also draw the hybrid to PREFIX.svg and PREFIX.png (needs Graphviz).")
 @user_errors
-def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int) -> None:
+def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int, diagram: str | None) -> None:
     """Parameters, MACs, output shapes and latency per part, and bytes per image at the cut.
 
     SPEC is a stitch spec (head, adapter and tail) or a single-model spec.
@@ -198,8 +205,17 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
     if isinstance(loaded, StitchSpec):
         from codegen.stitch import StitchProject
 
-        result = stitch_report(StitchProject.from_spec(loaded), repeats, batch_size)
+        project = StitchProject.from_spec(loaded)
+        result = stitch_report(project, repeats, batch_size)
+        if diagram:
+            from codegen.diagram import hybrid_dot, render
+
+            dot = hybrid_dot(project)
+            for suffix in (".svg", ".png"):
+                click.echo(f"wrote {render(dot, Path(diagram + suffix))}", err=True)
     else:
+        if diagram:
+            raise StitchgenError("--diagram draws a stitched hybrid; for one model use stitchgen inspect MODEL --plot FILE")
         result = model_report(ModelProject.from_spec(loaded), repeats, batch_size)
     text = json.dumps(result, indent=2) + "\n" if as_json else render_markdown(result)
     if output:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.costs import graph_cost, tensor_bytes
+from codegen.introspect import introspect
 from codegen.ir import TensorInfo
 
 WIDTHS = {"float32": 4, "float16": 2, "int8": 1}
@@ -90,7 +91,8 @@ def stitch_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
         tail_out = [list(t.shape[1:]) for t in tail.outputs]
         parts = [
             _part_row("head", head, project.head_graph, list(module.HEAD_OUTPUT_SHAPE), batch, repeats),
-            _part_row("adapter", adapter, project.adapter_graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats),
+            # the adapter's IR is designed from shapes, without weights: cost the built model instead
+            _part_row("adapter", adapter, introspect(adapter).graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats),
             _part_row("tail", tail, project.tail_graph, tail_out[0] if len(tail_out) == 1 else tail_out, batch, repeats),
         ]
     crossing = project.head_crossing
@@ -131,7 +133,9 @@ def _n(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.2f}"
-    return "(" + ", ".join(str(v) for v in value) + ")" if isinstance(value, list) and value and not isinstance(value[0], list) else str(value)
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return ", ".join(_n(v) for v in value)
+    return "(" + ", ".join(str(v) for v in value) + ")" if isinstance(value, list) else str(value)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -154,6 +158,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "MACs: multiply-accumulates per image from layer shapes (convolutions of every kind and dense layers: "
         "output positions x kernel size; pooling: one per window element; other layers 0).",
-        f"Latency: median of {report['repeats']} runs after 2 warm-up runs, random inputs, on {report['machine']}.",
+        f"Latency: median of {report['repeats']} runs after 2 warm-up runs, random inputs, on {report['machine']}."
+        if report["repeats"]
+        else "Latency: not measured (--repeats 0).",
     ]
     return "\n".join(lines) + "\n"

@@ -83,3 +83,40 @@ def test_report_renders_for_a_stitch_spec_and_a_model_spec(tmp_path):
 def test_report_on_a_missing_spec_is_a_user_error(tmp_path):
     result = run_cli("report", str(tmp_path / "nope.toml"))
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def _valid_images(prefix: Path) -> str:
+    import xml.etree.ElementTree as ET
+
+    svg = Path(str(prefix) + ".svg") if prefix.suffix != ".svg" else prefix
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    png = Path(str(prefix) + ".png")
+    if png.exists():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return svg.read_text()
+
+
+def test_seed_report_and_diagram(tmp_path):
+    prefix = tmp_path / "seed"
+    out = tmp_path / "seed.md"
+    spec = REPO / "examples" / "mobilenet_to_inception_resnet_v2.toml"
+    result = run_cli("report", str(spec), "--repeats", "0", "--diagram", str(prefix), "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = out.read_text()
+    assert "| head output (adapter on the server): conv_pad_6 | (29, 29, 256) | 861,184 | 430,592 | 215,296 |" in text
+    assert "all 4 tensors | - | 1,511,680 |" in text
+    svg = _valid_images(prefix)
+    for label in ("conv_pad_6 (29, 29, 256)", "block17_20_ac (17, 17, 1088)", "conv2d_162 (8, 8, 320)", "block8_1 .. block8_9 (x9)"):
+        assert label in svg.replace("&#45;", "-"), label
+
+
+def test_inspect_plot_marks_the_cut_points(tmp_path):
+    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
+    for suffix in (".svg", ".png"):
+        result = run_cli("inspect", "models_for_tests:looped_blocks", "--plot", str(tmp_path / f"blocks{suffix}"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    svg = _valid_images(tmp_path / "blocks")
+    assert "stage_block1 .. stage_block5 (x5)" in svg and "cut after here" in svg
+    bad = run_cli("inspect", "models_for_tests:looped_blocks", "--plot", str(tmp_path / "x.pdf"), cwd=tmp_path)
+    assert bad.returncode == 2 and "must be a .svg or .png" in bad.stderr
