@@ -248,3 +248,83 @@ def export_command(spec: str, weights: str, output_dir: str | None) -> None:
     result = export(StitchProject.from_spec(loaded), Path(weights), out)
     click.echo(f"wrote {result.phone_float32}, {result.phone_int8}, {result.server}")
     click.echo(f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)")
+
+
+def _weighted_model(source, weights: str):
+    """The source model with `weights`: "imagenet" (applications), a weights file, or "none"."""
+    import keras
+
+    from codegen.load import load_model
+
+    if source.kind == "application" and weights == "imagenet":
+        keras.backend.clear_session()
+        return getattr(keras.applications, source.source.rsplit(".", 1)[1])(weights="imagenet", **source.kwargs)
+    model = load_model(source)
+    if weights not in ("none", "imagenet"):
+        try:
+            model.load_weights(weights)
+        except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
+            raise StitchgenError(f"cannot load weights {weights!r}: {exc}") from None
+    return model
+
+
+@main.command()
+@click.option("--head", "head_model", required=True, metavar="MODEL", help="The network to cut the head from.")
+@click.option("--tail", "tail_model", required=True, metavar="MODEL", help="The network to take the tail from.")
+@click.option("--head-kwargs", metavar="JSON", help="Constructor arguments of the head network.")
+@click.option("--tail-kwargs", metavar="JSON", help="Constructor arguments of the tail network.")
+@click.option("--images", type=click.Path(exists=True), help="Calibration images (a directory or .npz): rank by least-squares residual.")
+@click.option("--head-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none.")
+@click.option("--tail-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none.")
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many pairs to print.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
+def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weights, tail_weights, top, as_json) -> None:
+    """Rank (head cut, tail start) pairs: shape compatibility, bytes at the cut, head cost.
+
+    With --images, the normalised residual of a least-squares linear adapter fitted
+    on those images (1 - R^2 of the tail network's activations) ranks first.
+    """
+    from codegen.cuts import CutAnalysis
+    from codegen.introspect import introspect
+    from codegen.load import custom_objects
+    from codegen.preprocess import default_preprocess
+    from codegen.suggest import candidates, load_images, rank, residuals
+
+    head_source = _model_source(head_model, head_kwargs)
+    tail_source = _model_source(tail_model, tail_kwargs)
+    head_net = _weighted_model(head_source, head_weights if images else "none")
+    head = CutAnalysis(introspect(head_net, custom_objects(head_source)).graph)
+    found = candidates(head, CutAnalysis(introspect(_weighted_model(tail_source, "none"), custom_objects(tail_source)).graph))
+    if not found:
+        raise StitchgenError("no pair of single-tensor spatial cuts found between these two networks")
+    ranked = rank(found)
+    if images:
+        import importlib
+
+        tail_net = _weighted_model(tail_source, tail_weights)
+        head_net = _weighted_model(head_source, head_weights)
+        chosen = ranked[: max(top * 3, 20)]
+
+        def prepared(model, source):
+            x = load_images(Path(images), tuple(model.inputs[0].shape[1:3]))
+            path = default_preprocess(source)
+            if path == "none":
+                return x
+            module, _, name = path.rpartition(".")
+            return getattr(importlib.import_module(module), name)(x)
+
+        residuals(chosen, head_net, tail_net, prepared(head_net, head_source), prepared(tail_net, tail_source))
+        ranked = rank(chosen)
+    rows = [c.row() for c in ranked[:top]]
+    if as_json:
+        click.echo(json.dumps({"ranked_by": "residual" if images else "shape", "pairs": rows}, indent=2))
+        return
+    click.echo(f"{'rank':>4}  {'head cut':<28} {'tail start':<28} {'head -> tail':<30} {'penalty':>7} {'bytes f32':>11} {'head MACs':>14} {'residual':>9}")
+    for i, r in enumerate(rows, start=1):
+        shapes = f"{tuple(r['head_shape'])} -> {tuple(r['tail_shape'])}"
+        residual = "-" if r["residual"] is None else f"{r['residual']:.4f}"
+        click.echo(
+            f"{i:>4}  {r['head_cut']:>4} {r['head_layer']:<23} {r['tail_start']:>4} {r['tail_layer']:<23} {shapes:<30} "
+            f"{r['shape_penalty']:>7.3f} {r['bytes_float32']:>11,} {r['head_macs']:>14,} {residual:>9}"
+        )

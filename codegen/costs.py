@@ -48,31 +48,32 @@ def graph_cost(graph: Graph) -> Cost:
     """Parameters and MACs per image of every call in `graph` (nested models included)."""
     calls = graph.call_by_id()
     params = sum(op.params for op in graph.ops.values() if op.kind != "model")
-    macs = 0
-    for call in graph.calls:
-        op = graph.ops[call.op]
-        if op.kind == "model" and op.subgraph is not None:
-            inner = graph_cost(op.subgraph)
-            macs += inner.macs
-            continue
-        if op.kind != "layer" or not call.outputs:
-            continue
-        out = call.outputs[0].shape[1:]
-        if op.class_name in _POOLS:
-            pool = op.args.get("pool_size", 2)
-            window = math.prod(pool) if isinstance(pool, (tuple, list)) else pool ** (len(out) - 1)
-            macs += math.prod(_known(out)) * window
-        elif op.class_name in _GLOBAL_POOLS:
-            refs = tensor_refs(call.args)
-            if refs:
-                macs += math.prod(_known(calls[refs[0].call].outputs[refs[0].index].shape[1:]))
-        elif op.class_name not in _NO_MACS:
-            kernels = [s for s in op.weight_shapes if len(s) >= 2]
-            macs += math.prod(_known(out[:-1])) * sum(math.prod(k) for k in kernels)
+    macs = sum(call_macs(graph, call, calls) for call in graph.calls)
     for op in graph.ops.values():
         if op.kind == "model" and op.subgraph is not None:
             params += graph_cost(op.subgraph).params
     return Cost(params, macs)
+
+
+def call_macs(graph: Graph, call, calls: dict) -> int:
+    """MACs per image of one call (`calls`: the graph's calls by id, for input shapes)."""
+    op = graph.ops[call.op]
+    if op.kind == "model" and op.subgraph is not None:
+        return graph_cost(op.subgraph).macs
+    if op.kind != "layer" or not call.outputs:
+        return 0
+    out = call.outputs[0].shape[1:]
+    if op.class_name in _POOLS:
+        pool = op.args.get("pool_size", 2)
+        window = math.prod(pool) if isinstance(pool, (tuple, list)) else pool ** (len(out) - 1)
+        return math.prod(_known(out)) * window
+    if op.class_name in _GLOBAL_POOLS:
+        refs = tensor_refs(call.args)
+        return math.prod(_known(calls[refs[0].call].outputs[refs[0].index].shape[1:])) if refs else 0
+    if op.class_name in _NO_MACS:
+        return 0
+    kernels = [s for s in op.weight_shapes if len(s) >= 2]
+    return math.prod(_known(out[:-1])) * sum(math.prod(k) for k in kernels)
 
 
 def _known(dims) -> list[int]:
