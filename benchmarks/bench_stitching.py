@@ -118,11 +118,14 @@ def stitched(work: Path, name: str, stages: str, adapter_epochs: int, head_weigh
 
 
 def cached_vs_uncached(work: Path, name: str, train, repeats: int = 3) -> tuple[float, float]:
-    """Seconds per distill epoch: adapter on cached features vs head + adapter on images, same targets."""
+    """Seconds per distill epoch: the adapter on cached head features and teacher targets, against
+    recomputing both every step (frozen head and frozen teacher in the graph)."""
     import importlib.util
 
     import keras
     import numpy as np
+
+    import stitch_models
 
     spec = importlib.util.spec_from_file_location(name, work / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -134,22 +137,33 @@ def cached_vs_uncached(work: Path, name: str, train, repeats: int = 3) -> tuple[
         for layer in part.layers:
             if layer.weights:
                 layer.set_weights(hybrid.get_layer(layer.name).get_weights())
+    source = stitch_models.res_digits()
+    source.load_weights(work / "tail.weights.h5")
+    _, start = PAIRS[next(iter(PAIRS))]
+    frontier = source.get_layer(start).input
+    teacher = keras.Model(source.inputs, frontier)
+    head.trainable = teacher.trainable = False
     images = train[0].astype("float32")
     features = keras.ops.convert_to_numpy(head.predict(images, batch_size=64, verbose=0))
-    targets = np.zeros((len(images),) + tuple(adapter.outputs[0].shape[1:]), "float32")
+    targets = keras.ops.convert_to_numpy(teacher.predict(images, batch_size=64, verbose=0))
     adapter.compile(optimizer="adam", loss="mse")
     inputs = keras.Input(images.shape[1:])
-    uncached = keras.Model(inputs, adapter(head(inputs)))
+    # the residual to the teacher's activations, recomputed from the images every step
+    adapted = adapter(head(inputs))
+    adapted = adapted[0] if isinstance(adapted, (list, tuple)) else adapted
+    residual = keras.layers.Subtract()([adapted, teacher(inputs)])
+    uncached = keras.Model(inputs, residual)
     uncached.compile(optimizer="adam", loss="mse")
+    zeros = np.zeros_like(targets)
     adapter.fit(features, targets, epochs=1, batch_size=64, verbose=0)  # warm-up: tracing
-    uncached.fit(images, targets, epochs=1, batch_size=64, verbose=0)
+    uncached.fit(images, zeros, epochs=1, batch_size=64, verbose=0)
     cached_t, uncached_t = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         adapter.fit(features, targets, epochs=1, batch_size=64, verbose=0)
         cached_t.append(time.perf_counter() - start)
         start = time.perf_counter()
-        uncached.fit(images, targets, epochs=1, batch_size=64, verbose=0)
+        uncached.fit(images, zeros, epochs=1, batch_size=64, verbose=0)
         uncached_t.append(time.perf_counter() - start)
     return statistics.median(cached_t), statistics.median(uncached_t)
 
@@ -159,7 +173,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epochs for each source network")
     parser.add_argument("--adapter-epochs", type=int, default=5, help="epochs of each trained stage")
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "_stitching_work"))
+    parser.add_argument("--timing-only", action="store_true", help="only the cached/uncached timing, reusing --work")
     args = parser.parse_args()
+    if args.timing_only:
+        train, _ = digits()
+        cached, uncached = cached_vs_uncached(Path(args.work), "pair0_linear", train, repeats=5)
+        print(f"distill epoch: cached {cached:.3f} s, recomputing head and teacher {uncached:.3f} s, "
+              f"speed-up {uncached / cached:.1f}x (target >= 3x)")  # fmt: skip
+        return
 
     import numpy as np
     import stitch_models
@@ -207,7 +228,8 @@ def main() -> None:
         gap = row["lstsq,finetune"]["val_accuracy"] - weaker
         print(f"{row['pair']}, {row['kind']}: default pipeline {gap * 100:+.1f} points vs the weaker source, "
               f"{(row['lstsq,finetune']['val_accuracy'] - tail_acc) * 100:+.1f} vs the tail network")  # fmt: skip
-    print(f"distill epoch: cached {cached:.3f} s, recomputing the head {uncached:.3f} s, speed-up {uncached / cached:.1f}x (target >= 3x)")
+    print(f"distill epoch: cached {cached:.3f} s, recomputing head and teacher {uncached:.3f} s, "
+          f"speed-up {uncached / cached:.1f}x (target >= 3x)")  # fmt: skip
 
 
 if __name__ == "__main__":

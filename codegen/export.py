@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.errors import StitchgenError
+from codegen.write import regular_file_mode
 
 
 @dataclass
@@ -38,6 +39,7 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
+        os.chmod(tmp, regular_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

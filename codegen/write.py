@@ -12,6 +12,13 @@ from codegen.errors import StitchgenError
 from codegen.header import hash_matches
 
 
+def regular_file_mode() -> int:
+    """What `open(path, "w")` would give a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
     """Write every file to a temporary sibling first, then rename them all."""
     try:
@@ -22,9 +29,10 @@ def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
     try:
         for name, text in files.items():
             handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            staged.append((tmp, out_dir / name))
             with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
                 stream.write(text)
-            staged.append((tmp, out_dir / name))
+            os.chmod(tmp, regular_file_mode())  # mkstemp makes 0600; a checked-in file is 0644-like
         for tmp, final in staged:
             os.replace(tmp, final)
     except OSError as exc:

@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:9e966a154945a32029d2ce2121bc65601a61aa3e0b6bb46fe161cba9c9c8e42c
+stitchgen-hash: sha256:f5957970f30c46f53a4407e23da38a3f4c69118a0c2e42664e09852aab5e4097
 """
 
 import argparse
@@ -611,6 +611,9 @@ def write_atomic(path, text):
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:f3ee797bad7d6fff70b443338d49de0b5396882de984d53b2f3db43e9312a537
+stitchgen-hash: sha256:6b05ad7bb4b879c20e41d8068c7707a610a4fa3f561618643961c411a5283db6
 """
 
 import argparse
@@ -600,6 +600,9 @@ def write_atomic(path, text):
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

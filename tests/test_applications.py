@@ -38,8 +38,13 @@ def test_every_application_is_covered():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_application_round_trip(name, tmp_path):
-    """Both styles from one introspection: the emitted port script, then the numbers."""
+def test_application_round_trip(name, tmp_path, capsys):
+    """Both styles from one introspection: the emitted port script, then the numbers.
+
+    factored (the default): the port script in a subprocess, then the written weights
+    loaded into build_model() and compared here. flat: the same script in-process,
+    whose --verify compares the generated model with the source on a seeded batch.
+    """
     source = parse_source(f"keras.applications.{name}", kwargs=app_kwargs(name))
     spec = ModelSpec(name="model_under_test", model=source, spec_path=tmp_path / "spec.toml", output_dir=tmp_path)
     reference = load_model(source)  # built once: introspected, then the numerical reference
@@ -63,6 +68,8 @@ def test_application_round_trip(name, tmp_path):
             assert "verify: max abs diff" in result.stdout
         else:  # in-process: same script, without a second interpreter start
             assert import_path(out_dir / "model_under_test_port_weights.py", f"port_{name}_{style}").main(args) == 0
+            assert "verify: max abs diff" in capsys.readouterr().out
+            continue
 
         generated = import_path(out_dir / "model_under_test.py", f"{name}_{style}").build_model()
         generated.load_weights(out)
