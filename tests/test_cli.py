@@ -108,8 +108,10 @@ def test_inspect_frontier_and_errors():
 
 
 def test_help_for_every_command():
-    for args in ([], ["inspect"], ["generate"]):
-        result = run_cli(*args, "--help")
+    top = run_cli("--help")
+    for command in ("inspect", "generate", "report", "suggest", "export"):
+        assert command in top.stdout
+        result = run_cli(command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout
 
 
