@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:f5957970f30c46f53a4407e23da38a3f4c69118a0c2e42664e09852aab5e4097
+stitchgen-hash: sha256:60a7b6c27e365768b47662d6b7abc56179414b883a8ee0a2f6bb3f685b984467
 """
 
 import argparse
@@ -514,6 +514,14 @@ class Run:
             model.compile(
                 optimizer=keras.optimizers.Adam(args.learning_rate), loss=losses
             )
+        validation = stream(val.features, val_targets, args.batch_size, shuffle=False)
+        if (
+            self.state["epoch"] == 0
+        ):  # the starting point competes too: a stage never ends worse on validation
+            self.state["best"] = float(
+                model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+            )
+            self.save_checkpoint()
         history = model.fit(
             stream(
                 train.features,
@@ -522,9 +530,7 @@ class Run:
                 shuffle=True,
                 seed=self.state["epoch"],
             ),
-            validation_data=stream(
-                val.features, val_targets, args.batch_size, shuffle=False
-            ),
+            validation_data=validation,
             epochs=args.epochs,
             initial_epoch=self.state["epoch"],
             callbacks=[Checkpoint(self, name, "val_loss")],

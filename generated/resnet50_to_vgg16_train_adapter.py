@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:6b05ad7bb4b879c20e41d8068c7707a610a4fa3f561618643961c411a5283db6
+stitchgen-hash: sha256:2570b28d8d0edf2fcbed55d8a7b55e3da4b833cc4cb85164a55bf06c3354b344
 """
 
 import argparse
@@ -503,6 +503,14 @@ class Run:
             model.compile(
                 optimizer=keras.optimizers.Adam(args.learning_rate), loss=losses
             )
+        validation = stream(val.features, val_targets, args.batch_size, shuffle=False)
+        if (
+            self.state["epoch"] == 0
+        ):  # the starting point competes too: a stage never ends worse on validation
+            self.state["best"] = float(
+                model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+            )
+            self.save_checkpoint()
         history = model.fit(
             stream(
                 train.features,
@@ -511,9 +519,7 @@ class Run:
                 shuffle=True,
                 seed=self.state["epoch"],
             ),
-            validation_data=stream(
-                val.features, val_targets, args.batch_size, shuffle=False
-            ),
+            validation_data=validation,
             epochs=args.epochs,
             initial_epoch=self.state["epoch"],
             callbacks=[Checkpoint(self, name, "val_loss")],

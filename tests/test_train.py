@@ -83,7 +83,8 @@ def changed(a, b) -> set[str]:
 @pytest.mark.parametrize("data", ["images", "data.npz"])
 def test_all_stages_end_to_end(hybrid_dir, tmp_path, data):
     out = tmp_path / "trained.weights.h5"
-    result = train(hybrid_dir, out, "--data", str(hybrid_dir / data), "--stages", "lstsq,distill,finetune", "--epochs", "1")
+    strategy = ["--strategy", "mirrored"] if data.endswith(".npz") else []  # tf.distribute on this machine's CPU
+    result = train(hybrid_dir, out, "--data", str(hybrid_dir / data), "--stages", "lstsq,distill,finetune", "--epochs", "1", *strategy)
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "trained.weights.h5.json").read_text())
     assert [s["stage"] for s in log["stages"]] == ["lstsq", "distill", "finetune"]
