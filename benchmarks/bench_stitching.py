@@ -213,6 +213,16 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: (v if isinstance(v, str) else {m: round(v.get(m, 0), 4) for m in ("val_accuracy", "val_agreement")}) for k, v in row.items()}), flush=True)
 
+    # the control again with standardised head features: the `auto` adapter's input batch norm,
+    # set to the calibration statistics by lstsq, against the same adapter on the trained head
+    controls = []
+    for p, (pair, (cut, start)) in enumerate(PAIRS.items()):
+        name = f"pair{p}_auto"
+        generate(work, name, cut, start, "auto")
+        random_head = stitched(work, name, "lstsq,finetune", args.adapter_epochs, head_weights="none")["stages"][-1]
+        trained_head = stitched(work, name, "lstsq,finetune", args.adapter_epochs)["stages"][-1]
+        controls.append((pair, trained_head, random_head))
+
     cached, uncached = cached_vs_uncached(work, "pair0_linear", train)
     columns = ["untrained", *PIPELINES, "random head"]
     print()
@@ -224,6 +234,11 @@ def main() -> None:
         cells = [f"{row[c]['val_accuracy']:.1%} ({row[c]['val_agreement']:.1%})" for c in columns]
         print(f"| {row['pair']} | {row['kind']} | " + " | ".join(cells) + " |")
     print("cells: stitched test accuracy (agreement with the tail network)")
+    print("| cut pair | auto adapter, lstsq,finetune: trained head | random head, standardised features |")
+    print("|---|---|---|")
+    for pair, trained_head, random_head in controls:
+        print(f"| {pair} | {trained_head['val_accuracy']:.1%} ({trained_head['val_agreement']:.1%}) "
+              f"| {random_head['val_accuracy']:.1%} ({random_head['val_agreement']:.1%}) |")  # fmt: skip
     for row in rows:
         gap = row["lstsq,finetune"]["val_accuracy"] - weaker
         print(f"{row['pair']}, {row['kind']}: default pipeline {gap * 100:+.1f} points vs the weaker source, "
