@@ -11,7 +11,7 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:9e1bf5c999134992be96c8a31bb40895849a9b04703e3652f3c289aa7974c48c
+stitchgen-hash: sha256:6703df7ff1698a227978122dadde83804f7742fae28c0132864b62af2a9b19fb
 """
 
 import argparse
@@ -602,12 +602,20 @@ def max_abs_diff(source, target, seed=0):
     return diff, scale
 
 
+def _file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
     os.close(handle)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

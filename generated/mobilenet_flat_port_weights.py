@@ -11,7 +11,7 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:fdd090905dc182548ff52cd650021afd43d91f1258c300e1cbdad6e5bcfda844
+stitchgen-hash: sha256:fbc5fbd5e2e385edb3b5129325ff8593004ab841ed076bab0bf6f84f1b0a75fd
 """
 
 import argparse
@@ -208,12 +208,20 @@ def max_abs_diff(source, target, seed=0):
     return diff, scale
 
 
+def _file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
     os.close(handle)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -13,7 +13,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-hash: sha256:ba8a5d92b9b7c406451a938f4ec1478b1263ad13043dfc415019e8b07d1bdc70
+stitchgen-hash: sha256:dbe1307cdcf4a93d09188b9cef70898df0ccb2836ab23251dff115ec5faf48e0
 """
 
 import argparse
@@ -324,12 +324,20 @@ def verify(sources, target, generated, seed=0, batch_size=2):
     return head_result, tail_result
 
 
+def _file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
     os.close(handle)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:60a7b6c27e365768b47662d6b7abc56179414b883a8ee0a2f6bb3f685b984467
+stitchgen-hash: sha256:0c9a0abd185a505a773b768c12d07d89db063dd6e9719c8460b6c564e3527bcc
 """
 
 import argparse
@@ -599,12 +599,20 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def _file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
     os.close(handle)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -617,9 +625,7 @@ def write_atomic(path, text):
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -660,6 +666,7 @@ def plot(log, path):
     os.close(handle)
     fig.savefig(tmp)
     plt.close(fig)
+    os.chmod(tmp, _file_mode())
     os.replace(tmp, path)
 
 

@@ -13,7 +13,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-hash: sha256:42c7160d9cc8050c9217017a340255cf5011966995fb758d93aa651b401e991a
+stitchgen-hash: sha256:f07e307923ab497c958c986dcbf79bec94c043a6435052d45c1ad7cbcd53a9f6
 """
 
 import argparse
@@ -233,12 +233,20 @@ def verify(sources, target, generated, seed=0, batch_size=2):
     return head_result, tail_result
 
 
+def _file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
     os.close(handle)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -24,7 +24,7 @@ when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
 val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
 weights are checkpointed after every epoch; --resume continues from there.
 
-stitchgen-hash: sha256:2570b28d8d0edf2fcbed55d8a7b55e3da4b833cc4cb85164a55bf06c3354b344
+stitchgen-hash: sha256:197e2be4d33bbfb07db1a84e7c3896338ef49f70316535fb53e4e21fae4401a0
 """
 
 import argparse
@@ -588,12 +588,20 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def _file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
     os.close(handle)
     try:
         model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -606,9 +614,7 @@ def write_atomic(path, text):
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
+        os.chmod(tmp, _file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -649,6 +655,7 @@ def plot(log, path):
     os.close(handle)
     fig.savefig(tmp)
     plt.close(fig)
+    os.chmod(tmp, _file_mode())
     os.replace(tmp, path)
 
 

@@ -117,6 +117,13 @@ def run_cli(*args: str, cwd: Path | None = None, extra_paths: tuple[Path, ...] =
     )
 
 
+def new_file_mode() -> int:
+    """The permission bits a file created with open(path, "w") gets under this process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def emitted_names(project, reference) -> list[str]:
     """The reference model's layer names as the generated model names them (the factored style renames)."""
     renamed = {op.source_name: op.name for op in project.emit_graph.ops.values() if op.source_name}

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli
+from helpers import REPO, new_file_mode, run_cli
 
 TESTS = Path(__file__).resolve().parent
 
@@ -67,6 +67,7 @@ def test_generate_then_check(tmp_path):
     module = tmp_path / "tiny.py"
     assert module.exists() and (tmp_path / "tiny_port_weights.py").exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert module.stat().st_mode & 0o777 == new_file_mode()  # readable like any checked-in file, not 0600
 
     assert run_cli("generate", str(spec), "--check").returncode == 0
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import import_path, randomize_weights, run_script
+from helpers import import_path, new_file_mode, randomize_weights, run_script
 
 from codegen.preprocess import default_preprocess
 from codegen.spec import load_spec, parse_source
@@ -93,6 +93,8 @@ def test_all_stages_end_to_end(hybrid_dir, tmp_path, data):
         assert ("val_accuracy" in stage) == (data == "images")  # labels only from class folders here
         assert len(stage["val_distill_loss"]) == 1
     assert (tmp_path / "trained.weights.h5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for path in (out, tmp_path / "trained.weights.h5.json", tmp_path / "trained.weights.h5.png"):
+        assert path.stat().st_mode & 0o777 == new_file_mode(), path  # not mkstemp's 0600
     moved = changed(layer_weights(hybrid_dir / "ported.weights.h5", hybrid_dir), layer_weights(out, hybrid_dir))
     assert moved and all(name.startswith("adapter") for name in moved), sorted(moved)
 
