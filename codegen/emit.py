@@ -7,8 +7,9 @@ from typing import Any
 from codegen.emit_factored import FactoredEmitter
 from codegen.emit_graph import EmittedGraph, Function, GraphEmitter
 from codegen.naming import Namespace
+from codegen.spec import STYLES
 
-STYLES = ("factored", "flat")
+__all__ = ["STYLES", "emit_functions"]
 
 
 def emit_functions(

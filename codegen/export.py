@@ -8,9 +8,7 @@ reported as done; every file is written to a temporary name first.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,26 +73,21 @@ def export(project, weights: Path, out_dir: Path, seed: int = 0, tolerance: floa
     import numpy as np
     import tensorflow as tf
 
-    from codegen.write import write_files
+    from codegen.generate import import_generated
 
     if not weights.is_file():
         raise StitchgenError(f"--weights {str(weights)!r} does not exist; port the weights first")
     name = project.spec.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_files(project.files(), Path(tmp))
-        spec = importlib.util.spec_from_file_location(name, Path(tmp) / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        hybrid = module.build_model()
-        try:
-            hybrid.load_weights(weights)
-        except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
-            raise StitchgenError(f"--weights {str(weights)!r} does not hold {name}'s weights ({exc})") from None
-        head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
-        for part in (head, adapter, tail):
-            _copy_by_name(hybrid, part)
+    module = import_generated(project, "_export_")
+    hybrid = module.build_model()
+    try:
+        hybrid.load_weights(weights)
+    except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
+        raise StitchgenError(f"--weights {str(weights)!r} does not hold {name}'s weights ({exc})") from None
+    head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
+    for part in (head, adapter, tail):
+        _copy_by_name(hybrid, part)
 
     if project.spec.adapter_side == "phone":
         phone = keras.Model(head.inputs, adapter(head.outputs[0]), name=f"{name}_phone")

@@ -16,3 +16,25 @@ def generate_files(spec_path: Path, style: str | None = None) -> tuple[dict[str,
 
         return StitchProject.from_spec(spec).files(), spec.output_dir
     return ModelProject.from_spec(spec).files(), spec.output_dir
+
+
+def import_generated(project, prefix: str = "_stitchgen_"):
+    """Generate `project` into a temporary folder and import its model module.
+
+    For tools that run the code the user would check in (report, export): the
+    module stays loaded after the folder is gone.
+    """
+    import importlib.util
+    import sys
+    import tempfile
+
+    from codegen.write import write_files
+
+    name = project.spec.name
+    with tempfile.TemporaryDirectory() as tmp:
+        write_files(project.files(), Path(tmp))
+        spec = importlib.util.spec_from_file_location(prefix + name, Path(tmp) / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module

@@ -8,17 +8,14 @@ user checks in.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from codegen.costs import graph_cost, tensor_bytes
+from codegen.generate import import_generated
 from codegen.introspect import introspect
 from codegen.ir import TensorInfo
 
@@ -37,14 +34,6 @@ def bytes_rows(label: str, infos: list[tuple[str, TensorInfo]]) -> list[dict[str
         rows.append({"tensor": f"{label}: all {len(rows)} tensors", "shape": None,
                      **{w: sum(r[w] for r in rows) for w in WIDTHS}})  # fmt: skip
     return rows
-
-
-def _import(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _latency(model, batch: int, repeats: int) -> float:
@@ -82,19 +71,15 @@ def _part_row(name: str, model, graph, output_shape, batch: int, repeats: int) -
 
 def stitch_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
     """The report of a stitched hybrid (a `StitchProject`)."""
-    from codegen.write import write_files
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_files(project.files(), Path(tmp))
-        module = _import(Path(tmp) / f"{project.spec.name}.py", f"_report_{project.spec.name}")
-        head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
-        tail_out = [list(t.shape[1:]) for t in tail.outputs]
-        parts = [
-            _part_row("head", head, project.head_graph, list(module.HEAD_OUTPUT_SHAPE), batch, repeats),
-            # the adapter's IR is designed from shapes, without weights: cost the built model instead
-            _part_row("adapter", adapter, introspect(adapter).graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats),
-            _part_row("tail", tail, project.tail_graph, tail_out[0] if len(tail_out) == 1 else tail_out, batch, repeats),
-        ]
+    module = import_generated(project, "_report_")
+    head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
+    tail_out = [list(t.shape[1:]) for t in tail.outputs]
+    parts = [
+        _part_row("head", head, project.head_graph, list(module.HEAD_OUTPUT_SHAPE), batch, repeats),
+        # the adapter's IR is designed from shapes, without weights: cost the built model instead
+        _part_row("adapter", adapter, introspect(adapter).graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats),
+        _part_row("tail", tail, project.tail_graph, tail_out[0] if len(tail_out) == 1 else tail_out, batch, repeats),
+    ]
     crossing = project.head_crossing
     return {
         "name": project.spec.name,
@@ -110,14 +95,9 @@ def stitch_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
 
 def model_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
     """The report of one generated model (a `ModelProject`)."""
-    from codegen.write import write_files
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_files(project.files(), Path(tmp))
-        module = _import(Path(tmp) / f"{project.spec.name}.py", f"_report_{project.spec.name}")
-        model = module.build_model()
-        outputs = [list(t.shape[1:]) for t in model.outputs]
-        parts = [_part_row("model", model, project.graph, outputs[0] if len(outputs) == 1 else outputs, batch, repeats)]
+    model = import_generated(project, "_report_").build_model()
+    outputs = [list(t.shape[1:]) for t in model.outputs]
+    parts = [_part_row("model", model, project.graph, outputs[0] if len(outputs) == 1 else outputs, batch, repeats)]
     return {"name": project.spec.name, "kind": "model", "parts": parts, "bytes_at_cut": [], "machine": _machine(),
             "repeats": repeats, "batch": batch}  # fmt: skip
 

@@ -242,13 +242,8 @@ def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchS
     data = read_toml(spec_path)
     if "head" in data or "tail" in data:
         name = check_name(data.get("name"), spec_path)
-        output_dir = data.get("output_dir", ".")
-        if not isinstance(output_dir, str):
-            raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
-        chosen = style or data.get("style", "factored")
-        if chosen not in STYLES:
-            raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
-        stitch = _load_stitch(data, spec_path, name, spec_path.parent / output_dir, chosen)
+        output_dir, chosen = _output_dir_and_style(data, spec_path, style)
+        stitch = _load_stitch(data, spec_path, name, output_dir, chosen)
         return dataclasses.replace(stitch, declared_style=data.get("style", "factored"))
     _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
     if "name" not in data:
@@ -256,17 +251,23 @@ def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchS
     if "model" not in data:
         raise _fail(spec_path, "the spec needs a [model] table")
     name = check_name(data["name"], spec_path)
-    output_dir = data.get("output_dir", ".")
-    if not isinstance(output_dir, str):
-        raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
-    chosen = style or data.get("style", "factored")
-    if chosen not in STYLES:
-        raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
+    output_dir, chosen = _output_dir_and_style(data, spec_path, style)
     return ModelSpec(
         name=name,
         model=_source_table(data["model"], "[model]", spec_path),
         spec_path=spec_path,
-        output_dir=spec_path.parent / output_dir,
+        output_dir=output_dir,
         style=chosen,
         declared_style=data.get("style", "factored"),
     )
+
+
+def _output_dir_and_style(data: dict, spec_path: Path, override: str | None) -> tuple[Path, str]:
+    """The output folder (relative to the spec) and the style: the override, else the spec's key."""
+    output_dir = data.get("output_dir", ".")
+    if not isinstance(output_dir, str):
+        raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
+    chosen = override or data.get("style", "factored")
+    if chosen not in STYLES:
+        raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
+    return spec_path.parent / output_dir, chosen
