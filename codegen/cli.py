@@ -16,10 +16,6 @@ from codegen import __version__
 from codegen.errors import StitchgenError
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def user_errors(fn: Callable) -> Callable:
     """Turn StitchgenError into `error: ...` and exit 2, without a traceback."""
 
@@ -34,9 +30,10 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="stitchgen")
-def main() -> None:
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's start-up logs and whole error messages.")
+def main(verbose: bool) -> None:
     """Generate standalone Keras source, weight-porting scripts and stitched hybrids.
 
     \b
@@ -44,7 +41,9 @@ def main() -> None:
     stitchgen generate examples/mobilenet.toml
     stitchgen generate examples/mobilenet.toml --check
     """
-    _quiet_tensorflow()
+    from codegen.runtime.quiet import quiet_tensorflow
+
+    quiet_tensorflow(["--verbose"] if verbose else [])
 
 
 def _model_source(model: str, kwargs_json: str | None):
@@ -167,8 +166,7 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
     from codegen.generate import generate_files
     from codegen.write import check_files, write_files
 
-    files, default_dir = generate_files(Path(spec), style)
-    out_dir = Path(output_dir) if output_dir else default_dir
+    files, out_dir = generate_files(Path(spec), style, Path(output_dir) if output_dir else None)
     if check:
         problems = check_files(files, out_dir)
         for problem in problems:

@@ -8,9 +8,15 @@ from codegen.project import ModelProject
 from codegen.spec import StitchSpec, load_spec
 
 
-def generate_files(spec_path: Path, style: str | None = None) -> tuple[dict[str, str], Path]:
-    """(file name -> text, default output directory) for the spec at `spec_path`; `style` overrides the spec's."""
-    spec = load_spec(spec_path, style)
+def generate_files(
+    spec_path: Path, style: str | None = None, output_dir: Path | None = None
+) -> tuple[dict[str, str], Path]:
+    """(file name -> text, output directory) for the spec at `spec_path`.
+
+    `style` and `output_dir` override the spec's keys. The output directory matters
+    to the text: the emitted scripts record model and weights files relative to it.
+    """
+    spec = load_spec(spec_path, style, output_dir)
     if isinstance(spec, StitchSpec):
         from codegen.stitch import StitchProject
 

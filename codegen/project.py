@@ -47,12 +47,39 @@ def project_root(path: Path) -> Path:
     return path.resolve().parent
 
 
-def regenerate_command(spec_path: Path, style: str = "factored", declared_style: str = "factored") -> str:
-    """The command that regenerates these bytes, relative to the project root (machine independent)."""
-    root = project_root(spec_path)
-    rel = os.path.relpath(spec_path.resolve(), root)
-    command = f"stitchgen generate {Path(rel).as_posix()}"
-    return command if style == declared_style else f"{command} --style {style}"
+def regenerate_command(spec: Any) -> str:
+    """The command that regenerates these bytes in the same place, run from the project root.
+
+    Paths are relative to the project root (machine independent); `--output-dir` and
+    `--style` appear when they overrode the spec's own keys.
+    """
+    root = project_root(spec.spec_path)
+    command = f"stitchgen generate {Path(os.path.relpath(spec.spec_path.resolve(), root)).as_posix()}"
+    if spec.output_dir_given:
+        command += f" --output-dir {Path(os.path.relpath(spec.output_dir.resolve(), root)).as_posix()}"
+    return command if spec.style == spec.declared_style else f"{command} --style {spec.style}"
+
+
+def relative_to(path: Path, out_dir: Path) -> str:
+    """`path` as the emitted scripts record it: relative to their own folder, POSIX separators.
+
+    A checked-in set of files keeps working when the repository moves, and the
+    scripts open the path relative to `__file__`, not to the working directory.
+    """
+    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
+
+
+def source_paths(source: ModelSource, out_dir: Path) -> dict[str, str]:
+    """What a port or training script records of a source: the source, its default weights, the builder folder.
+
+    Spec paths are resolved relative to the spec (ModelSource.base_dir), then recorded
+    relative to `out_dir`, where the scripts will live.
+    """
+    return {
+        "source": relative_to(source.path, out_dir) if source.kind == "file" else source.source,
+        "weights": relative_to(source.weights_path, out_dir) if source.weights_is_file else source.weights,
+        "builder_dir": relative_to(source.base_dir, out_dir),
+    }
 
 
 def verify_inputs(graph: Graph) -> Any:
@@ -120,7 +147,7 @@ class ModelProject:
         return {
             "version": __version__,
             "source_doc": doc_text(self.spec.model.describe()),
-            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path, self.spec.style, self.spec.declared_style)),
+            "regenerate_doc": doc_text(regenerate_command(self.spec)),
             "hash_line": PLACEHOLDER,
         }
 
@@ -168,13 +195,7 @@ class ModelProject:
 
     def _build_port_script(self) -> str:
         source: ModelSource = self.spec.model
-        out_dir = self.spec.output_dir.resolve()
-        if source.kind == "file":
-            source_value = Path(os.path.relpath(source.path, out_dir)).as_posix()
-        else:
-            source_value = source.source
-        builder_dir = Path(os.path.relpath(source.base_dir.resolve(), out_dir)).as_posix()
-        default = source.weights
+        paths = source_paths(source, self.spec.output_dir)
         weights_help = {
             "application": '"imagenet", a weights file, or "none"',
             "file": '"saved" (the weights in the model file), a weights file, or "none"',
@@ -185,12 +206,11 @@ class ModelProject:
             module=self.spec.name,
             module_literal=render(self.spec.name),
             kind=source.kind,
-            source_literal=render(source_value),
+            source_literal=render(paths["source"]),
             kwargs_literal=render(source.kwargs),
-            default_weights_literal=render(default),
-            verify_inputs_literal=render(verify_inputs(self.graph)),
+            default_weights_literal=render(paths["weights"]),
             layer_map_rows=[render(row) for row in layer_map(self.emit_graph)],
-            builder_dir_literal=render(builder_dir),
+            builder_dir_literal=render(paths["builder_dir"]),
             weights_help_doc=weights_help.replace('"', ""),
             **self._common(),
         )

@@ -14,8 +14,25 @@ import tomllib
 
 from codegen.errors import StitchgenError
 
-_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 STYLES = ("factored", "flat")
+WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+# Module names that would shadow what the generated files import (a circular import at run time).
+_SHADOWING = frozenset({"keras", "numpy", "tensorflow", "h5py", "argparse", "os", "sys", "json", "math", "tempfile"})
+
+
+def as_keras_values(value: Any) -> Any:
+    """TOML and JSON arrays as tuples, recursively: Keras compares shapes with tuples.
+
+    `input_shape = [224, 224, 3]` reaches `keras.applications.*` as `(224, 224, 3)`,
+    which its `imagenet` checks compare with `==`; the same values are rendered
+    into the emitted scripts, so both see one type.
+    """
+    if isinstance(value, list | tuple):
+        return tuple(as_keras_values(v) for v in value)
+    if isinstance(value, dict):
+        return {k: as_keras_values(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,15 @@ class ModelSource:
     def path(self) -> Path:
         return (self.base_dir / self.source).resolve()
 
+    @property
+    def weights_is_file(self) -> bool:
+        """True when `weights` names a file (resolved relative to the spec), not a keyword."""
+        return self.weights not in WEIGHT_KEYWORDS
+
+    @property
+    def weights_path(self) -> Path:
+        return (self.base_dir / self.weights).resolve()
+
     def describe(self) -> str:
         """A one-line, machine-independent description for headers."""
         if self.kind == "file":
@@ -49,6 +75,7 @@ class ModelSpec:
     output_dir: Path
     style: str = "factored"
     declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
+    output_dir_given: bool = False  # True when --output-dir replaced the spec's output_dir
 
 
 def _fail(spec_path: Path | None, message: str) -> StitchgenError:
@@ -65,8 +92,10 @@ def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, spe
 
 
 def check_name(name: Any, spec_path: Path | None) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or keyword.iskeyword(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or keyword.iskeyword(name):
         raise _fail(spec_path, f"name {name!r} must be a lowercase Python module name such as 'my_model'")
+    if name in _SHADOWING:
+        raise _fail(spec_path, f"name {name!r} would shadow the {name!r} module the generated files import; pick another")
     return name
 
 
@@ -118,7 +147,17 @@ def parse_source(
         weights = default_weights
     if not isinstance(weights, str) or not weights:
         raise _fail(spec_path, f"{where} weights must be a string: imagenet, none, or a weights file")
-    return ModelSource(source, kind, dict(kwargs), weights, tuple(custom_objects), base_dir)
+    if weights == "imagenet" and kind != "application":
+        raise _fail(spec_path, f"{where} weights \"imagenet\" exist only for keras.applications sources")
+    if weights == "saved" and kind != "file":
+        raise _fail(spec_path, f"{where} weights \"saved\" means the weights inside a .keras/.h5 source file")
+    if weights not in WEIGHT_KEYWORDS and not (base_dir / weights).is_file():
+        raise _fail(
+            spec_path,
+            f"{where} weights file {weights!r} does not exist (relative to {'the spec' if spec_path else 'this folder'}); "
+            "give imagenet, none, or an existing weights file",
+        )
+    return ModelSource(source, kind, as_keras_values(dict(kwargs)), weights, tuple(custom_objects), base_dir)
 
 
 def _source_table(table: Any, where: str, spec_path: Path, extra: tuple[str, ...] = ()) -> ModelSource:
@@ -164,6 +203,7 @@ class StitchSpec:
     adapter_trainable: bool = True
     style: str = "factored"
     declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
+    output_dir_given: bool = False  # True when --output-dir replaced the spec's output_dir
     adapter_side: str = "server"  # where `stitchgen export` puts the adapter: "server" or "phone"
     head_preprocess: str | None = None  # dotted function path or "none"; None: the source family's
     tail_preprocess: str | None = None
@@ -237,37 +277,48 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     )
 
 
-def load_spec(path: str | Path, style: str | None = None) -> ModelSpec | StitchSpec:
+def load_spec(
+    path: str | Path, style: str | None = None, output_dir: str | Path | None = None
+) -> ModelSpec | StitchSpec:
+    """The spec at `path`; `style` and `output_dir` (relative to the working directory) override its keys."""
     spec_path = Path(path)
     data = read_toml(spec_path)
+    given = output_dir is not None
     if "head" in data or "tail" in data:
         name = check_name(data.get("name"), spec_path)
-        output_dir, chosen = _output_dir_and_style(data, spec_path, style)
-        stitch = _load_stitch(data, spec_path, name, output_dir, chosen)
-        return dataclasses.replace(stitch, declared_style=data.get("style", "factored"))
+        out, chosen = _output_dir_and_style(data, spec_path, style, output_dir)
+        stitch = _load_stitch(data, spec_path, name, out, chosen)
+        return dataclasses.replace(stitch, declared_style=data.get("style", "factored"), output_dir_given=given)
     _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
     if "name" not in data:
         raise _fail(spec_path, "the spec needs a name, e.g. name = \"my_model\"")
     if "model" not in data:
         raise _fail(spec_path, "the spec needs a [model] table")
     name = check_name(data["name"], spec_path)
-    output_dir, chosen = _output_dir_and_style(data, spec_path, style)
+    out, chosen = _output_dir_and_style(data, spec_path, style, output_dir)
     return ModelSpec(
         name=name,
         model=_source_table(data["model"], "[model]", spec_path),
         spec_path=spec_path,
-        output_dir=output_dir,
+        output_dir=out,
         style=chosen,
         declared_style=data.get("style", "factored"),
+        output_dir_given=given,
     )
 
 
-def _output_dir_and_style(data: dict, spec_path: Path, override: str | None) -> tuple[Path, str]:
-    """The output folder (relative to the spec) and the style: the override, else the spec's key."""
-    output_dir = data.get("output_dir", ".")
-    if not isinstance(output_dir, str):
+def _output_dir_and_style(
+    data: dict, spec_path: Path, override: str | None, output_dir: str | Path | None
+) -> tuple[Path, str]:
+    """The output folder and the style: the overrides, else the spec's keys (output_dir relative to the spec)."""
+    declared_dir = data.get("output_dir", ".")
+    if not isinstance(declared_dir, str):
         raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
-    chosen = override or data.get("style", "factored")
+    declared_style = data.get("style", "factored")
+    if not isinstance(declared_style, str) or declared_style not in STYLES:
+        raise _fail(spec_path, f"style {declared_style!r} is not one of {', '.join(STYLES)}")
+    chosen = override or declared_style
     if chosen not in STYLES:
         raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
-    return spec_path.parent / output_dir, chosen
+    out = Path(output_dir) if output_dir is not None else spec_path.parent / declared_dir
+    return out, chosen

@@ -28,7 +28,7 @@ from codegen.literals import render, render_call
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
 from codegen.preprocess import check_preprocess, default_preprocess
-from codegen.project import _uses_layers, doc_text, layer_map, regenerate_command, sort_imports
+from codegen.project import _uses_layers, doc_text, layer_map, regenerate_command, sort_imports, source_paths
 from codegen.renaming import structural_names
 from codegen.slicing import rename_ops, slice_head, slice_tail
 from codegen.spec import ModelSource, StitchSpec
@@ -193,7 +193,7 @@ class StitchProject:
             "tail_doc": doc_text(
                 f"{self.spec.tail.describe()} layers {self.start}.. ({self.tail.analysis.layers[self.start].name})"
             ),
-            "regenerate_doc": doc_text(regenerate_command(self.spec.spec_path, self.spec.style, self.spec.declared_style)),
+            "regenerate_doc": doc_text(regenerate_command(self.spec)),
             "hash_line": PLACEHOLDER,
         }
 
@@ -267,14 +267,13 @@ class StitchProject:
         return rows
 
     def _source_context(self, source: ModelSource, prefix: str) -> dict[str, Any]:
-        out_dir = self.spec.output_dir.resolve()
-        value = Path(os.path.relpath(source.path, out_dir)).as_posix() if source.kind == "file" else source.source
+        paths = source_paths(source, self.spec.output_dir)
         return {
             f"{prefix}_kind": source.kind,
-            f"{prefix}_source_literal": render(value),
+            f"{prefix}_source_literal": render(paths["source"]),
             f"{prefix}_kwargs_literal": render(source.kwargs),
-            f"{prefix}_weights_literal": render(source.weights),
-            f"{prefix}_builder_dir_literal": render(Path(os.path.relpath(source.base_dir.resolve(), out_dir)).as_posix()),
+            f"{prefix}_weights_literal": render(paths["weights"]),
+            f"{prefix}_builder_dir_literal": render(paths["builder_dir"]),
         }
 
     def _build_port_script(self) -> str:

@@ -19,7 +19,9 @@ def templates_dir() -> Path:
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    from codegen.runtime import inline
+
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -27,6 +29,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.globals["runtime"] = inline  # {{ runtime("porting") }}: a runtime module's code, inlined
+    return env
 
 
 def render_template(name: str, **context: object) -> str:

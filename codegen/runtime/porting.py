@@ -1,0 +1,145 @@
+"""What every emitted port script does besides its mapping table.
+
+Seeded source weights when the user has none, the verify criterion, weight
+arguments relative to the script, and atomic writes with ordinary file modes.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+# --- inline ---
+WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+def weights_argument(value, default, here):
+    """A --*-weights value: a keyword, a path as the user typed it, or the spec's file.
+
+    `default` is what the spec named: a keyword, or a weights file relative to `here`,
+    the script's own folder (so a checked-in set keeps working when the repository moves).
+    """
+    if value is None:
+        value = default if default in WEIGHT_KEYWORDS else os.path.join(here, default)
+    if value not in WEIGHT_KEYWORDS and not os.path.isfile(value):
+        raise ValueError(f"weights file {value!r} does not exist; give imagenet, none, or a weights file")
+    return value
+
+
+def seeded_inputs(model, seed=0, batch_size=2):
+    """A seeded standard-normal batch shaped like `model`'s inputs (unknown sizes become 32)."""
+    rng = np.random.default_rng(seed)
+
+    def make(tensor):
+        shape = (batch_size,) + tuple(32 if d is None else d for d in tensor.shape[1:])
+        dtype = str(tensor.dtype)
+        if dtype.startswith(("int", "uint", "bool")):
+            return rng.integers(0, 2, size=shape).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    return keras.tree.map_structure(make, model.input)
+
+
+def _batch_norms(layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _batch_norms(inner)
+
+
+def fill_seeded(model, seed=0):
+    """Seeded weights under which a wrong port shows: every variable, signal of order one to the end.
+
+    Used when the source weights are "none": a freshly initialised network gives
+    near-constant outputs (zero biases, identity batch norms), on which a wrong
+    epsilon or padding stays below any tolerance. Here every variable is random:
+    kernels scaled by fan-in (He), biases and shifts small, scales around one with
+    10% near zero. Then one forward pass in training mode with momentum 0 sets each
+    batch norm's moving statistics to those of its own input on a seeded batch, so
+    activations stay normalised through the whole network instead of saturating
+    (ReLU6) or vanishing, and the output still depends on the input.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        leaf = variable.path.rsplit("/", 1)[-1]
+        if "moving_variance" in leaf or leaf == "variance":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "gamma":
+            value = rng.uniform(0.5, 1.5, shape)
+            value = np.where(rng.random(shape) < 0.1, rng.uniform(-1e-3, 1e-3, shape), value)
+        elif leaf in ("beta", "bias", "moving_mean", "mean") or len(shape) <= 1:
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            fan_in = int(np.prod(shape[:-2] if "depthwise" in leaf else shape[:-1]))
+            value = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape)
+        variable.assign(value.astype(variable.dtype))
+    norms = list(_batch_norms(model))
+    if norms:
+        momenta = [layer.momentum for layer in norms]
+        for layer in norms:
+            layer.momentum = 0.0
+        try:
+            model(seeded_inputs(model, seed + 1, batch_size=4), training=True)
+        finally:
+            for layer, momentum in zip(norms, momenta):
+                layer.momentum = momentum
+    return model
+
+
+def compare_outputs(expected, actual, tolerance):
+    """(passed, message) for one output pair: max |diff| <= tolerance * max |expected|.
+
+    The criterion is relative to the output's own scale, so tiny outputs do not pass
+    by default; it refuses to pass on degenerate outputs (all zero, non-finite, or the
+    same for every image in the batch), on which no wrong port could show.
+    """
+    expected = [np.asarray(e, dtype="float64") for e in expected]
+    actual = [np.asarray(a, dtype="float64") for a in actual]
+    diff = max(float(np.max(np.abs(e - a))) for e, a in zip(expected, actual))
+    scale = max(float(np.max(np.abs(e))) for e in expected)
+    limit = tolerance * scale
+    message = f"max abs diff {diff:.3e} (max |output| {scale:.3e}, limit {limit:.3e})"
+    if not np.isfinite(scale) or not np.isfinite(diff):
+        return False, message + ": non-finite output, nothing can be checked"
+    spread = max(float(np.max(np.abs(e - e[:1]))) for e in expected)
+    if scale == 0.0 or spread <= limit:
+        return False, message + ": degenerate output (the same for every input), nothing can be checked"
+    return diff <= limit, message
+
+
+def file_mode():
+    """The mode `open(path, "w")` gives a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+    os.close(handle)
+    try:
+        model.save_weights(tmp, overwrite=True)
+        os.chmod(tmp, file_mode())  # mkstemp made it 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def one_line(exc):
+    """An exception as one line (Keras's messages span several); the whole text under --verbose."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def flatten(value):
+    """Every array in a (nested) model output, in a fixed order."""
+    if isinstance(value, dict):
+        return [leaf for key in sorted(value) for leaf in flatten(value[key])]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten(item)]
+    return [keras.ops.convert_to_numpy(value)]
