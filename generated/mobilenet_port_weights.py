@@ -11,7 +11,7 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:50102407ac10e5b6dda0cac3449522b1625efca5ba5e40b46d3e2ea8aaaf288a
+stitchgen-hash: sha256:65ff3467c9b592d1e849cf9f4777bd2439861f1454f274b4c5512957b5574ec7
 """
 
 import argparse
@@ -23,18 +23,25 @@ import tempfile
 
 
 def quiet_tensorflow(argv=None):
-    """Import TensorFlow silently unless --verbose is among `argv` (default: sys.argv)."""
+    """Import TensorFlow silently unless --verbose is among `argv` (default: sys.argv).
+
+    Without TensorFlow installed (another Keras backend) there is nothing to quiet.
+    """
     if (
         "--verbose" in (sys.argv[1:] if argv is None else argv)
         or "tensorflow" in sys.modules
     ):
+        return
+    if importlib.util.find_spec("tensorflow") is None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         sys.stderr.flush()
         os.dup2(null, 2)
-        import tensorflow  # noqa: F401 - loaded here, silently, for keras to find
+        importlib.import_module(
+            "tensorflow"
+        )  # loaded here, silently, for keras to find
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -213,18 +220,23 @@ def fill_seeded(model, seed=0):
 
 
 def compare_outputs(expected, actual, tolerance):
-    """(passed, message) for one output pair: max |diff| <= tolerance * max |expected|.
+    """(passed, message) for outputs of the source and the port: max |diff| <= tolerance * rms(expected).
 
-    The criterion is relative to the output's own scale, so tiny outputs do not pass
-    by default; it refuses to pass on degenerate outputs (all zero, non-finite, or the
-    same for every image in the batch), on which no wrong port could show.
+    The criterion is relative to the output's own scale (its root mean square, which
+    a saturated maximum such as ReLU6's 6 does not inflate), so tiny outputs do not
+    pass by default; it refuses to pass on degenerate outputs (all zero, non-finite,
+    or the same for every image in the batch), on which no wrong port could show.
     """
     expected = [np.asarray(e, dtype="float64") for e in expected]
     actual = [np.asarray(a, dtype="float64") for a in actual]
+    if len(expected) != len(actual) or any(
+        e.shape != a.shape for e, a in zip(expected, actual)
+    ):
+        return False, "the outputs differ in number or shape"
     diff = max(float(np.max(np.abs(e - a))) for e, a in zip(expected, actual))
-    scale = max(float(np.max(np.abs(e))) for e in expected)
+    scale = max(float(np.sqrt(np.mean(np.square(e)))) for e in expected)
     limit = tolerance * scale
-    message = f"max abs diff {diff:.3e} (max |output| {scale:.3e}, limit {limit:.3e})"
+    message = f"max abs diff {diff:.3e} (rms output {scale:.3e}, limit {limit:.3e})"
     if not np.isfinite(scale) or not np.isfinite(diff):
         return False, message + ": non-finite output, nothing can be checked"
     spread = max(float(np.max(np.abs(e - e[:1]))) for e in expected)

@@ -89,18 +89,21 @@ def fill_seeded(model, seed=0):
 
 
 def compare_outputs(expected, actual, tolerance):
-    """(passed, message) for one output pair: max |diff| <= tolerance * max |expected|.
+    """(passed, message) for outputs of the source and the port: max |diff| <= tolerance * rms(expected).
 
-    The criterion is relative to the output's own scale, so tiny outputs do not pass
-    by default; it refuses to pass on degenerate outputs (all zero, non-finite, or the
-    same for every image in the batch), on which no wrong port could show.
+    The criterion is relative to the output's own scale (its root mean square, which
+    a saturated maximum such as ReLU6's 6 does not inflate), so tiny outputs do not
+    pass by default; it refuses to pass on degenerate outputs (all zero, non-finite,
+    or the same for every image in the batch), on which no wrong port could show.
     """
     expected = [np.asarray(e, dtype="float64") for e in expected]
     actual = [np.asarray(a, dtype="float64") for a in actual]
+    if len(expected) != len(actual) or any(e.shape != a.shape for e, a in zip(expected, actual)):
+        return False, "the outputs differ in number or shape"
     diff = max(float(np.max(np.abs(e - a))) for e, a in zip(expected, actual))
-    scale = max(float(np.max(np.abs(e))) for e in expected)
+    scale = max(float(np.sqrt(np.mean(np.square(e)))) for e in expected)
     limit = tolerance * scale
-    message = f"max abs diff {diff:.3e} (max |output| {scale:.3e}, limit {limit:.3e})"
+    message = f"max abs diff {diff:.3e} (rms output {scale:.3e}, limit {limit:.3e})"
     if not np.isfinite(scale) or not np.isfinite(diff):
         return False, message + ": non-finite output, nothing can be checked"
     spread = max(float(np.max(np.abs(e - e[:1]))) for e in expected)

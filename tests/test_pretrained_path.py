@@ -1,0 +1,159 @@
+"""The path users take: `weights = "imagenet"` through Keras's real loading code, offline.
+
+The network fetch is the only thing replaced (tests/weights_standin.py): seeded
+weight files under the names Keras asks for, loaded by keras.applications itself.
+One model per keras.applications family runs the generated port script with its
+default weights, then `--verify`, then compares the ported model with
+`keras.applications.X(weights="imagenet")` built with the same stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import weights_standin
+from helpers import REPO, import_path
+
+from codegen.runtime.porting import compare_outputs, flatten, seeded_inputs
+
+# (model, input size): one per family, the smallest input each family's imagenet weights allow
+FAMILIES = [
+    ("ConvNeXtTiny", 32),
+    ("DenseNet121", 32),
+    ("EfficientNetB0", 32),
+    ("EfficientNetV2B0", 32),
+    ("InceptionResNetV2", 75),
+    ("InceptionV3", 75),
+    ("MobileNet", 128),
+    ("MobileNetV2", 96),
+    ("MobileNetV3Small", 224),
+    ("NASNetMobile", 32),
+    ("ResNet50", 32),
+    ("ResNet50V2", 32),
+    ("VGG16", 32),
+    ("VGG19", 32),
+    ("Xception", 71),
+]
+
+
+@pytest.fixture(scope="session")
+def standin_dir(tmp_path_factory) -> Path:
+    """The stand-in folder, with its hooks installed in this process."""
+    folder = tmp_path_factory.mktemp("imagenet_standin")
+    weights_standin.install(folder)
+    return folder
+
+
+def run(args: list[str], cwd: Path, standin: Path, keras_home: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(weights_standin.subprocess_env(standin, keras_home))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the scripts must be quiet on their own
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def stitchgen(*args: str) -> list[str]:
+    return [sys.executable, "-m", "codegen", *args]
+
+
+@pytest.mark.parametrize("name,size", FAMILIES, ids=[f for f, _ in FAMILIES])
+def test_imagenet_port_per_family(name, size, standin_dir, tmp_path):
+    constructor = getattr(keras.applications, name)
+    kwargs = {"include_top": False, "input_shape": (size, size, 3)}
+    weights_standin.write_standin(standin_dir, constructor, **kwargs)
+    specs, out, work = tmp_path / "specs", tmp_path / "out", tmp_path / "work"
+    for folder in (specs, work):
+        folder.mkdir()
+    (specs / "net.toml").write_text(
+        f'name = "net"\n[model]\nsource = "keras.applications.{name}"\n'
+        f"kwargs = {{ include_top = false, input_shape = [{size}, {size}, 3] }}\n"  # a TOML array, as users write
+        'weights = "imagenet"\n'
+    )
+    home = tmp_path / "keras_home"
+    result = run(stitchgen("generate", str(specs / "net.toml"), "--output-dir", str(out)), work, standin_dir, home)
+    assert result.returncode == 0, result.stderr
+    result = run(
+        [sys.executable, str(out / "net_port_weights.py"), "--output", "ported.weights.h5", "--verify"],
+        work, standin_dir, home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    assert "verify: max abs diff" in result.stdout
+    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr
+
+    keras.backend.clear_session()
+    reference = constructor(weights="imagenet", **kwargs)  # Keras's own loader, same stand-in file
+    generated = import_path(out / "net.py").build_model()
+    generated.load_weights(work / "ported.weights.h5")
+    batch = seeded_inputs(reference, seed=3)
+    passed, message = compare_outputs(flatten(reference(batch)), flatten(generated(batch)), 1e-5)
+    assert passed, message
+
+
+EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
+
+
+def _example_standins(spec_path: Path, folder: Path) -> None:
+    from codegen.spec import StitchSpec, load_spec
+
+    spec = load_spec(spec_path)
+    sources = [spec.head, spec.tail] if isinstance(spec, StitchSpec) else [spec.model]
+    for source in sources:
+        constructor = getattr(keras.applications, source.source.rsplit(".", 1)[1])
+        weights_standin.write_standin(folder, constructor, **source.kwargs)
+
+
+def _corrupt_middle_weight(model) -> str:
+    weighted = [layer for layer in model.layers if layer.weights and layer.weights[0].ndim >= 2]
+    layer = weighted[len(weighted) // 2]
+    values = layer.get_weights()
+    values[0].flat[0] += 1e-3
+    layer.set_weights(values)
+    return layer.name
+
+
+@pytest.mark.parametrize("spec_path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_verify_with_default_weights_and_catch_a_corrupted_weight(spec_path, standin_dir):
+    """Every checked-in example: its port script passes --verify with its default (imagenet) weights,
+    and the same check fails when one weight of the generated model is off by 1e-3."""
+    _example_standins(spec_path, standin_dir)
+    from codegen.spec import load_spec
+
+    name = load_spec(spec_path).name
+    script = import_path(REPO / "generated" / f"{name}_port_weights.py", f"_port_{name}")
+    generated = script.load_generated()
+    if hasattr(script, "build_source"):
+        source = script.build_source(script.weights_argument(None, script.DEFAULT_WEIGHTS, script.HERE))
+        target = generated.build_model()
+        script.port(source, target)
+        passed, message = script.verify(source, target)
+        assert passed, message
+        layer = _corrupt_middle_weight(target)
+        passed, message = script.verify(source, target)
+        assert not passed, f"a 1e-3 change in {layer} went unnoticed: {message}"
+        return
+    sources = {
+        "tail": script.build_tail_source(script.weights_argument(None, script.TAIL_DEFAULT_WEIGHTS, script.HERE)),
+        "head": script.build_head_source(script.weights_argument(None, script.HEAD_DEFAULT_WEIGHTS, script.HERE)),
+    }
+    target = generated.build_model()
+    script.port(sources, target)
+    results = script.verify(sources, target, generated)
+    assert all(passed for passed, _ in results), results
+    for part in ("head", "tail"):
+        broken = generated.build_model()
+        script.port(sources, broken)
+        builder = getattr(generated, f"build_{part}")()
+        names = {layer.name for layer in builder.layers}
+        weighted = [layer for layer in broken.layers if layer.name in names and layer.weights and layer.weights[0].ndim >= 2]
+        layer = weighted[len(weighted) // 2]
+        values = layer.get_weights()
+        values[0].flat[0] += 1e-3
+        layer.set_weights(values)
+        head_result, tail_result = script.verify(sources, broken, generated)
+        failed = head_result if part == "head" else tail_result
+        assert not failed[0], f"a 1e-3 change in {part} layer {layer.name} went unnoticed: {failed[1]}"
