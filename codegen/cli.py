@@ -243,7 +243,8 @@ def export_command(spec: str, weights: str, output_dir: str | None) -> None:
     if not isinstance(loaded, StitchSpec):
         raise StitchgenError("export takes a stitch spec (with [head] and [tail])")
     out = Path(output_dir) if output_dir else loaded.output_dir
-    result = export(StitchProject.from_spec(loaded), Path(weights), out)
+    verbose = click.get_current_context().find_root().params.get("verbose", False)
+    result = export(StitchProject.from_spec(loaded), Path(weights), out, verbose=verbose)
     click.echo(f"wrote {result.phone_float32}, {result.phone_int8}, {result.server}")
     click.echo(f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)")
 
