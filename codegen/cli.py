@@ -46,12 +46,12 @@ def main(verbose: bool) -> None:
     quiet_tensorflow(["--verbose"] if verbose else [])
 
 
-def _model_source(model: str, kwargs_json: str | None):
+def _model_source(model: str, kwargs_json: str | None, option: str = "--kwargs"):
     from codegen.spec import load_spec, parse_source
 
     if model.endswith(".toml"):
         if kwargs_json:
-            raise StitchgenError("--kwargs does not apply to a spec file; edit its [model] kwargs")
+            raise StitchgenError(f"{option} does not apply to a spec file; edit its [model] kwargs")
         spec = load_spec(model)
         if not hasattr(spec, "model"):
             raise StitchgenError("inspect takes a single-model spec; inspect the [head] or [tail] source instead")
@@ -59,9 +59,9 @@ def _model_source(model: str, kwargs_json: str | None):
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except json.JSONDecodeError as exc:
-        raise StitchgenError(f"--kwargs is not valid JSON: {exc.msg}") from None
+        raise StitchgenError(f"{option} is not valid JSON: {exc.msg}") from None
     if not isinstance(kwargs, dict):
-        raise StitchgenError("--kwargs must be a JSON object, e.g. '{\"input_shape\": [224, 224, 3]}'")
+        raise StitchgenError(f"{option} must be a JSON object, e.g. '{{\"input_shape\": [224, 224, 3]}}'")
     return parse_source(model, kwargs=kwargs, base_dir=Path("."), where="MODEL")
 
 
@@ -267,6 +267,19 @@ def _weighted_model(source, weights: str):
     return model
 
 
+def _preprocess_function(source) -> Callable:
+    """The source family's preprocess_input (identity for "none")."""
+    import importlib
+
+    from codegen.preprocess import default_preprocess
+
+    path = default_preprocess(source)
+    if path == "none":
+        return lambda x: x
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 @main.command()
 @click.option("--head", "head_model", required=True, metavar="MODEL", help="The network to cut the head from.")
 @click.option("--tail", "tail_model", required=True, metavar="MODEL", help="The network to take the tail from.")
@@ -287,34 +300,30 @@ def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weigh
     from codegen.cuts import CutAnalysis
     from codegen.introspect import introspect
     from codegen.load import custom_objects
-    from codegen.preprocess import default_preprocess
-    from codegen.suggest import candidates, load_images, rank, residuals
+    from codegen.suggest import candidates, count_images, image_batches, rank, residuals, spread
 
-    head_source = _model_source(head_model, head_kwargs)
-    tail_source = _model_source(tail_model, tail_kwargs)
+    head_source = _model_source(head_model, head_kwargs, "--head-kwargs")
+    tail_source = _model_source(tail_model, tail_kwargs, "--tail-kwargs")
     head_net = _weighted_model(head_source, head_weights if images else "none")
     head = CutAnalysis(introspect(head_net, custom_objects(head_source)).graph)
     found = candidates(head, CutAnalysis(introspect(_weighted_model(tail_source, "none"), custom_objects(tail_source)).graph))
     if not found:
         raise StitchgenError("no pair of single-tensor spatial cuts found between these two networks")
-    ranked = rank(found)
+    ranked = spread(rank(found), top)
     if images:
-        import importlib
-
         tail_net = _weighted_model(tail_source, tail_weights)
         head_net = _weighted_model(head_source, head_weights)
-        chosen = ranked[: max(top * 3, 20)]
+        sizes = [tuple(head_net.inputs[0].shape[1:3]), tuple(tail_net.inputs[0].shape[1:3])]
+        head_pre, tail_pre = _preprocess_function(head_source), _preprocess_function(tail_source)
+        total = count_images(Path(images), limit=512)
 
-        def prepared(model, source):
-            x = load_images(Path(images), tuple(model.inputs[0].shape[1:3]))
-            path = default_preprocess(source)
-            if path == "none":
-                return x
-            module, _, name = path.rpartition(".")
-            return getattr(importlib.import_module(module), name)(x)
+        def batches():
+            for head_x, tail_x in image_batches(Path(images), sizes, limit=512):
+                yield head_pre(head_x), tail_pre(tail_x)
 
-        residuals(chosen, head_net, tail_net, prepared(head_net, head_source), prepared(tail_net, tail_source))
-        ranked = rank(chosen)
+        with click.progressbar(length=total, label="least squares over --images", file=sys.stderr) as bar:
+            residuals(ranked, head_net, tail_net, batches(), progress=bar.update)
+        ranked = rank(ranked)
     rows = [c.row() for c in ranked[:top]]
     if as_json:
         click.echo(json.dumps({"ranked_by": "residual" if images else "shape", "pairs": rows}, indent=2))

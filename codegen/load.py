@@ -50,6 +50,37 @@ def custom_objects(source: ModelSource) -> dict[str, type]:
     }
 
 
+@contextmanager
+def _imagenet_architecture() -> Iterator[None]:
+    """Let `keras.applications.X(weights="imagenet")` build its layers without fetching weights.
+
+    Some families build a different graph for imagenet weights (EfficientNet adds a
+    Rescaling layer after its Normalization), so the generated model must come from
+    the same call the port script makes. Inside this block the weights file request
+    returns a marker and loading that marker does nothing: the layers are Keras's,
+    the weights initial. Nothing is downloaded or read.
+    """
+    import keras
+
+    file_utils = sys.modules["keras.src.utils.file_utils"]  # the module the applications call get_file on
+    marker = "stitchgen-architecture-only.weights.h5"
+    get_file, load_weights = file_utils.get_file, keras.Model.load_weights
+
+    def no_fetch(*args: Any, **kwargs: Any) -> str:
+        return marker
+
+    def no_load(self: Any, filepath: Any, *args: Any, **kwargs: Any) -> Any:
+        if filepath == marker:
+            return None
+        return load_weights(self, filepath, *args, **kwargs)
+
+    file_utils.get_file, keras.Model.load_weights = no_fetch, no_load
+    try:
+        yield
+    finally:
+        file_utils.get_file, keras.Model.load_weights = get_file, load_weights
+
+
 def load_model(source: ModelSource) -> Any:
     """The source model with initial (not pretrained) weights, in a fresh naming scope."""
     import keras
@@ -59,6 +90,9 @@ def load_model(source: ModelSource) -> Any:
     try:
         if source.kind == "application":
             constructor = getattr(keras.applications, source.source.rsplit(".", 1)[1])
+            if source.weights == "imagenet":  # the graph the port script's imagenet call builds
+                with _imagenet_architecture():
+                    return constructor(weights="imagenet", **source.kwargs)
             return constructor(weights=None, **source.kwargs)
         if source.kind == "file":
             with keras.saving.custom_object_scope(objects):

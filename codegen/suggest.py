@@ -133,51 +133,127 @@ def _spatial_fix(x, size: tuple[int, int]):
     return keras.ops.image.resize(x, (h, w), interpolation="bilinear")
 
 
-def residuals(chosen: list[Candidate], head_model, tail_model, head_images, tail_images, batch_size: int = 32) -> None:
-    """Fill in the normalised least-squares residual (1 - R^2) of each chosen pair."""
+def spread(ranked: list[Candidate], top: int) -> list[Candidate]:
+    """The best `top` pairs with distinct head cuts first, then the rest in rank order.
+
+    Without it, the best-shaped head cut fills the whole list with tail starts that
+    differ only by a layer (ten variants of one choice); a user choosing a split needs
+    the alternatives side by side.
+    """
+    picked: list[Candidate] = []
+    heads: set[int] = set()
+    for c in ranked:
+        if c.head_cut not in heads:
+            picked.append(c)
+            heads.add(c.head_cut)
+        if len(picked) == top:
+            return picked
+    rest = [c for c in ranked if c not in picked]
+    return picked + rest[: top - len(picked)]
+
+
+def _probe(model, names: list[str]):
+    import keras
+
+    tensors = [next(op for op in model.operations if op.name == n).output for n in names]
+    return keras.Model(model.inputs, tensors)
+
+
+def residuals(chosen: list[Candidate], head_model, tail_model, batches, progress=None) -> None:
+    """Fill in the normalised least-squares residual (1 - R^2) of each chosen pair.
+
+    `batches` yields (head inputs, tail inputs) for the same images. The normal
+    equations are accumulated in float64 batch by batch, so memory holds one batch of
+    activations and a (C+1) x (C+1) matrix per pair, whatever the number of images.
+    """
     import keras
     import numpy as np
 
-    def activations(model, names: list[str], images):
-        tensors = [next(op for op in model.operations if op.name == n).output for n in names]
-        probe = keras.Model(model.inputs, tensors)
-        parts = [probe.predict(images[i : i + batch_size], verbose=0) for i in range(0, len(images), batch_size)]
-        parts = [p if isinstance(p, list) else [p] for p in parts]
-        return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
+    head_names = sorted({c.head_tensor for c in chosen})
+    tail_names = sorted({c.tail_tensor for c in chosen})
+    head_probe, tail_probe = _probe(head_model, head_names), _probe(tail_model, tail_names)
+    sums: dict[int, list] = {}
+    for head_x, tail_x in batches:
+        heads = dict(zip(head_names, _as_list(head_probe(head_x, training=False))))
+        tails = dict(zip(tail_names, _as_list(tail_probe(tail_x, training=False))))
+        for k, c in enumerate(chosen):
+            target = keras.ops.convert_to_numpy(tails[c.tail_tensor]).astype("float64")
+            z = keras.ops.convert_to_numpy(_spatial_fix(heads[c.head_tensor], tuple(target.shape[1:3]))).astype("float64")
+            z = np.concatenate([z.reshape(-1, z.shape[-1]), np.ones((z.shape[0] * z.shape[1] * z.shape[2], 1))], axis=1)
+            t = target.reshape(-1, target.shape[-1])
+            if k not in sums:
+                sums[k] = [np.zeros((z.shape[1], z.shape[1])), np.zeros((z.shape[1], t.shape[1])), 0.0, np.zeros(t.shape[1]), 0]
+            acc = sums[k]
+            acc[0] += z.T @ z
+            acc[1] += z.T @ t
+            acc[2] += float(np.sum(t * t))
+            acc[3] += t.sum(axis=0)
+            acc[4] += len(t)
+        if progress is not None:
+            progress(len(head_x))
+    for k, c in enumerate(chosen):
+        ztz, ztt, tt, t_sum, n = sums[k]
+        ridge = 1e-9 * (np.trace(ztz) / len(ztz) + 1e-12)
+        solution = np.linalg.solve(ztz + ridge * np.eye(len(ztz)), ztt)
+        sse = max(tt - float(np.sum(solution * ztt)), 0.0)
+        total = tt - float(np.sum(t_sum**2) / n)
+        c.residual = round(sse / total, 6) if total > 0 else 1.0
 
-    heads = activations(head_model, sorted({c.head_tensor for c in chosen}), head_images)
-    tails = activations(tail_model, sorted({c.tail_tensor for c in chosen}), tail_images)
-    for c in chosen:
-        target = tails[c.tail_tensor].astype("float64")
-        z = keras.ops.convert_to_numpy(_spatial_fix(heads[c.head_tensor], tuple(target.shape[1:3]))).astype("float64")
-        z = z.reshape(-1, z.shape[-1])
-        t = target.reshape(-1, target.shape[-1])
-        z = np.concatenate([z, np.ones((len(z), 1))], axis=1)
-        solution, *_ = np.linalg.lstsq(z, t, rcond=None)
-        sse = float(np.sum((z @ solution - t) ** 2))
-        total = float(np.sum((t - t.mean(axis=0)) ** 2)) or 1.0
-        c.residual = round(sse / total, 6)
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def load_images(path: Path, size: tuple[int, int], limit: int = 512):
-    """Up to `limit` images from a directory (any sub-folders) or a .npz `x`, resized, float32 0-255."""
+def count_images(path: Path, limit: int) -> int:
+    """How many images `image_batches` will yield."""
+    import numpy as np
+
+    if path.suffix == ".npz":
+        with np.load(path, mmap_mode="r") as data:
+            return min(len(data["x"]), limit)
+    exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+    return min(sum(1 for p in path.rglob("*") if p.suffix.lower() in exts), limit)
+
+
+def image_batches(path: Path, sizes: list[tuple[int, int]], limit: int = 512, batch_size: int = 16):
+    """Batches of up to `limit` images from a directory or a .npz `x`, float32 0-255, once per size.
+
+    Yields a tuple with one array per size: the same images, resized for each network.
+    Images are read batch by batch, never all at once.
+    """
     import keras
     import numpy as np
 
     from codegen.errors import StitchgenError
 
     if path.suffix == ".npz":
-        x = np.load(path)["x"][:limit].astype("float32")
-    elif path.is_dir():
         try:
-            dataset = keras.utils.image_dataset_from_directory(
-                path, labels=None, image_size=size, batch_size=64, shuffle=False
-            )
-        except ValueError as exc:
-            raise StitchgenError(f"--images {str(path)!r}: {exc}") from None
-        x = np.concatenate([np.asarray(b, "float32") for b in dataset])[:limit]
-    else:
+            data = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StitchgenError(f"--images {str(path)!r} is not a readable .npz file ({exc})") from None
+        if "x" not in data:
+            raise StitchgenError(f"--images {str(path)!r} has no array named 'x' (N x H x W x C pixels, 0-255)")
+        x = data["x"]
+        if x.ndim != 4 or len(x) == 0:
+            raise StitchgenError(f"--images {str(path)!r}: x has shape {x.shape}; expected N x H x W x C, N > 0")
+        for start in range(0, min(len(x), limit), batch_size):
+            chunk = np.asarray(x[start : min(start + batch_size, limit)], dtype="float32")
+            yield tuple(keras.ops.convert_to_numpy(keras.ops.image.resize(chunk, size)) for size in sizes)
+        return
+    if not path.is_dir():
         raise StitchgenError(f"--images {str(path)!r} is neither an image directory nor a .npz file")
-    if len(x) == 0:
+    if count_images(path, limit) == 0:
         raise StitchgenError(f"--images {str(path)!r} holds no images")
-    return keras.ops.convert_to_numpy(keras.ops.image.resize(x, size))
+    try:
+        dataset = keras.utils.image_dataset_from_directory(
+            path, labels=None, image_size=sizes[0], batch_size=batch_size, shuffle=False, verbose=False
+        )
+    except ValueError as exc:
+        raise StitchgenError(f"--images {str(path)!r}: {exc}") from None
+    seen = 0
+    for batch in dataset:
+        batch = np.asarray(batch, "float32")[: limit - seen]
+        seen += len(batch)
+        yield (batch,) + tuple(keras.ops.convert_to_numpy(keras.ops.image.resize(batch, size)) for size in sizes[1:])
+        if seen >= limit:
+            return

@@ -45,7 +45,7 @@ def test_application_round_trip(name, tmp_path, capsys):
     loaded into build_model() and compared here. flat: the same script in-process,
     whose --verify compares the generated model with the source on a seeded batch.
     """
-    source = parse_source(f"keras.applications.{name}", kwargs=app_kwargs(name))
+    source = parse_source(f"keras.applications.{name}", kwargs=app_kwargs(name), weights="none")
     spec = ModelSpec(name="model_under_test", model=source, spec_path=tmp_path / "spec.toml", output_dir=tmp_path)
     reference = load_model(source)  # built once: introspected, then the numerical reference
     introspection = introspect(reference)

@@ -56,7 +56,8 @@ def test_export_phone_and_server_sides(tmp_path, side):
     phone_expected = adapter(features, training=False) if side == "phone" else features
     got = _tflite(out / "tiny_phone.tflite", x)
     assert np.max(np.abs(got - keras.ops.convert_to_numpy(phone_expected))) <= 1e-4
-    assert (out / "tiny_phone_int8.tflite").stat().st_size < (out / "tiny_phone.tflite").stat().st_size
+    # the tiny head has no tensor of 1024+ weights, which dynamic-range quantisation needs: same size, never larger
+    assert (out / "tiny_phone_int8.tflite").stat().st_size <= (out / "tiny_phone.tflite").stat().st_size
 
     server = keras.saving.load_model(out / "tiny_server.keras", compile=False)
     full = keras.ops.convert_to_numpy(hybrid(x, training=False))

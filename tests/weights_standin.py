@@ -79,22 +79,25 @@ def install(folder: str | Path) -> None:
 
 
 def requested_file(constructor, **kwargs) -> str:
-    """The file name `constructor(weights="imagenet", **kwargs)` asks Keras to download."""
-    from keras.src.utils import file_utils
+    """The file name `constructor(weights="imagenet", **kwargs)` asks `get_file` for (cached or not)."""
+    import sys
 
-    saved = file_utils.urlretrieve
+    import keras  # noqa: F401 - loads keras.src.utils.file_utils
 
-    def record(origin, target, reporthook=None):
-        raise _Requested(os.path.basename(urllib.parse.urlsplit(origin).path))
+    file_utils = sys.modules["keras.src.utils.file_utils"]
+    saved = file_utils.get_file
 
-    file_utils.urlretrieve = record
+    def record(fname=None, origin=None, *args, **kwargs):
+        raise _Requested(fname or os.path.basename(urllib.parse.urlsplit(origin).path))
+
+    file_utils.get_file = record
     try:
         constructor(weights="imagenet", **kwargs)
     except _Requested as request:
         return request.fname
     finally:
-        file_utils.urlretrieve = saved
-    raise RuntimeError(f"{constructor.__name__} loaded imagenet weights without a download: clear the Keras cache")
+        file_utils.get_file = saved
+    raise RuntimeError(f"{constructor.__name__} loaded imagenet weights without asking for a file")
 
 
 def write_standin(folder: str | Path, constructor, seed: int = 0, **kwargs) -> Path:
