@@ -35,9 +35,11 @@ class Exported:
 
 
 def _copy_by_name(source, target) -> None:
+    from codegen.runtime.porting import set_layer_weights
+
     for layer in target.layers:
         if layer.weights:
-            layer.set_weights(source.get_layer(layer.name).get_weights())
+            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
 
 
 @contextmanager

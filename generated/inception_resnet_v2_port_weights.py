@@ -11,7 +11,7 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:75e65c05f53f80f8d13a3bbd1c85442c595536d472b5ede7634d70604bb06a2a
+stitchgen-hash: sha256:6fe2327f4e9469b4ed9cf1637e0e2fd0e688f27035991318996a8dec6666524e
 """
 
 import argparse
@@ -550,6 +550,26 @@ def weights_argument(value, default, here):
     return value
 
 
+def set_layer_weights(layer, values):
+    """`layer.set_weights(values)`, then the derived state some layers keep beside their weights.
+
+    A Normalization layer computes its normalising constants from its `mean` and
+    `variance` weights in `finalize_state()`, which Keras's file loaders call but
+    `set_weights` does not: without it a ported EfficientNet keeps its initial stem
+    normalisation and differs from the source by about 1e-3.
+    """
+    layer.set_weights(values)
+    finalize = getattr(layer, "finalize_state", None)
+    if callable(finalize):
+        finalize()
+
+
+def _layers(layer):
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _layers(inner)
+
+
 def seeded_inputs(model, seed=0, batch_size=2):
     """A seeded standard-normal batch shaped like `model`'s inputs (unknown sizes become 32)."""
     rng = np.random.default_rng(seed)
@@ -562,13 +582,6 @@ def seeded_inputs(model, seed=0, batch_size=2):
         return rng.standard_normal(shape).astype(dtype)
 
     return keras.tree.map_structure(make, model.input)
-
-
-def _batch_norms(layer):
-    if isinstance(layer, keras.layers.BatchNormalization):
-        yield layer
-    for inner in getattr(layer, "layers", ()):
-        yield from _batch_norms(inner)
 
 
 def fill_seeded(model, seed=0):
@@ -600,16 +613,29 @@ def fill_seeded(model, seed=0):
             fan_in = int(np.prod(shape[:-2] if "depthwise" in leaf else shape[:-1]))
             value = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape)
         variable.assign(value.astype(variable.dtype))
-    norms = list(_batch_norms(model))
+    for layer in _layers(model):
+        if layer is not model and callable(getattr(layer, "finalize_state", None)):
+            layer.finalize_state()  # e.g. Normalization: constants derived from the new mean and variance
+    norms = [
+        layer
+        for layer in _layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     if norms:
         momenta = [layer.momentum for layer in norms]
         for layer in norms:
             layer.momentum = 0.0
         try:
-            model(seeded_inputs(model, seed + 1, batch_size=4), training=True)
+            model(seeded_inputs(model, seed + 1, batch_size=8), training=True)
         finally:
             for layer, momentum in zip(norms, momenta):
                 layer.momentum = momentum
+        for layer in norms:
+            # a few images at 1 x 1 spatial size can give a channel a near-zero variance, which
+            # would blow up any other input; each channel gets the layer's mean variance added
+            variance = layer.moving_variance
+            value = keras.ops.convert_to_numpy(variance)
+            variance.assign((value + np.mean(value)).astype(value.dtype))
     return model
 
 
@@ -738,7 +764,7 @@ def port(source, target):
         keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
     )
     for i, (src, dst) in enumerate(pairs, start=1):
-        dst.set_weights(src.get_weights())
+        set_layer_weights(dst, src.get_weights())
         if progress is not None:
             progress.update(i)
 
