@@ -95,8 +95,9 @@ def tflite_outputs(content: bytes, x) -> list:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=content)
-    interpreter.allocate_tensors()
+    with _captured_output(False):  # LiteRT logs "Created TensorFlow Lite XNNPACK delegate" on stderr
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
     if tuple(inp["shape"][1:]) != tuple(x.shape[1:]):

@@ -97,5 +97,6 @@ def test_export_in_a_fresh_process_with_file_modes_and_nothing_left_on_failure(t
     failed = tmp_path / "never" / "made"
     result = run_cli("export", str(tmp_path / "tiny.toml"), "--weights", str(tmp_path / "wrong.weights.h5"), "--output-dir", str(failed))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
     assert not (tmp_path / "never").exists()

@@ -58,22 +58,23 @@ def test_determinism_across_hash_seeds(tmp_path):
         'name = "ops_model"\n[model]\nsource = "models_for_tests:ops_nodes"\n'
         'custom_objects = []\n'
     )
-    first = _generate_in_subprocess(spec, tmp_path / "a", "0")
-    second = _generate_in_subprocess(spec, tmp_path / "b", "1")
+    first = _generate_in_subprocess(spec, tmp_path / "out", "0")
+    second = _generate_in_subprocess(spec, tmp_path / "out", "1")
     assert first == second
     for style in ("factored", "flat"):
         blocks = tmp_path / f"blocks_{style}.toml"
         blocks.write_text(f'name = "blocks"\nstyle = "{style}"\n[model]\nsource = "models_for_tests:repeated_blocks"\nkwargs = {{ n = 5, odd = 3 }}\n')
-        assert _generate_in_subprocess(blocks, tmp_path / f"e_{style}", "5") == _generate_in_subprocess(blocks, tmp_path / f"f_{style}", "99")
+        assert _generate_in_subprocess(blocks, tmp_path / "out", "5") == _generate_in_subprocess(blocks, tmp_path / "out", "99")
     mobilenet = REPO / "examples" / "mobilenet.toml"
-    assert _generate_in_subprocess(mobilenet, tmp_path / "c", "123") == _generate_in_subprocess(mobilenet, tmp_path / "d", "7")
+    assert _generate_in_subprocess(mobilenet, tmp_path / "out", "123") == _generate_in_subprocess(mobilenet, tmp_path / "out", "7")
 
 
 def test_style_flag_overrides_the_spec_and_is_recorded_in_the_header(tmp_path):
     spec = REPO / "examples" / "mobilenet_flat.toml"
     flat = _generate_in_subprocess(spec, tmp_path / "flat", "0")["mobilenet_flat.py"].decode()
     factored = _generate_in_subprocess(spec, tmp_path / "factored", "0", "--style", "factored")["mobilenet_flat.py"].decode()
-    assert "Regenerate: stitchgen generate examples/mobilenet_flat.toml\n" in flat
-    assert "Regenerate: stitchgen generate examples/mobilenet_flat.toml --style factored" in factored
+    assert "Regenerate: stitchgen generate examples/mobilenet_flat.toml --output-dir " in flat
+    assert "--style" not in flat.split("Regenerate:")[1].splitlines()[0]
+    assert factored.split("Regenerate:")[1].splitlines()[0].endswith(" --style factored")
     assert "def conv_dw(" in factored and "def conv_dw(" not in flat
     assert len(factored.splitlines()) < len(flat.splitlines())
