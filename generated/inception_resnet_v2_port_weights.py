@@ -11,7 +11,7 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:6fe2327f4e9469b4ed9cf1637e0e2fd0e688f27035991318996a8dec6666524e
+stitchgen-hash: sha256:48c92ef0ef35782e839030f38ba614697d8080774fc527adbde233b757d23448
 """
 
 import argparse
@@ -570,17 +570,65 @@ def _layers(layer):
         yield from _layers(inner)
 
 
+def _leading_preprocessing(model):
+    """The Rescaling and Normalization layers a single-input model starts with, in order."""
+    chain = []
+    if len(model.inputs) != 1:
+        return chain
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if not isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            break
+        chain.append(layer)
+    return chain
+
+
+def _undo_preprocessing(batch, chain):
+    """Raw inputs that `chain` maps to `batch`: pixels in the model's own range.
+
+    EfficientNetV2 starts with Rescaling(1/128, offset=-1): a standard-normal image
+    would reach its first convolution as -1 plus noise of 1/128, and the output would
+    barely depend on the input. Inverting the model's own preprocessing puts a
+    standard-normal signal where the convolutions start, whatever range the model
+    expects its pixels in.
+    """
+    for layer in reversed(chain):
+        if isinstance(layer, keras.layers.Rescaling):
+            scale = np.asarray(layer.scale, dtype="float64")
+            offset = np.asarray(layer.offset, dtype="float64")
+            batch = (batch - offset) / np.where(scale == 0, 1.0, scale)
+        else:
+            mean = keras.ops.convert_to_numpy(layer.mean).astype("float64")
+            std = np.sqrt(
+                np.maximum(
+                    keras.ops.convert_to_numpy(layer.variance).astype("float64"), 1e-12
+                )
+            )
+            batch = (batch - mean) / std if layer.invert else batch * std + mean
+    return batch
+
+
 def seeded_inputs(model, seed=0, batch_size=2):
-    """A seeded standard-normal batch shaped like `model`'s inputs (unknown sizes become 32)."""
+    """A seeded batch shaped like `model`'s inputs (unknown sizes become 32).
+
+    Standard normal where the network proper starts: after any Rescaling or
+    Normalization layers the model begins with (see `_undo_preprocessing`).
+    """
     rng = np.random.default_rng(seed)
+    chain = _leading_preprocessing(model)
 
     def make(tensor):
         shape = (batch_size,) + tuple(32 if d is None else d for d in tensor.shape[1:])
         dtype = str(tensor.dtype)
         if dtype.startswith(("int", "uint", "bool")):
             return rng.integers(0, 2, size=shape).astype(dtype)
-        return rng.standard_normal(shape).astype(dtype)
+        return _undo_preprocessing(rng.standard_normal(shape), chain).astype(dtype)
 
+    if isinstance(
+        model, keras.Sequential
+    ):  # it has .inputs, but no .input until called
+        return make(model.inputs[0])
     return keras.tree.map_structure(make, model.input)
 
 
@@ -632,10 +680,12 @@ def fill_seeded(model, seed=0):
                 layer.momentum = momentum
         for layer in norms:
             # a few images at 1 x 1 spatial size can give a channel a near-zero variance, which
-            # would blow up any other input; each channel gets the layer's mean variance added
+            # would blow up any other input: each channel gets a tenth of the layer's mean
+            # variance added. (The whole mean, tried first, shrinks the input-dependent part
+            # at every layer: EfficientNetV2L's output then varied by 4e-5 of its rms.)
             variance = layer.moving_variance
             value = keras.ops.convert_to_numpy(variance)
-            variance.assign((value + np.mean(value)).astype(value.dtype))
+            variance.assign((value + 0.1 * np.mean(value)).astype(value.dtype))
     return model
 
 

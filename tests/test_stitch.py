@@ -165,8 +165,8 @@ def test_verify_fails_loudly_on_corrupted_weights(tmp_path, capsys):
 def test_stitch_errors(tmp_path, cut, start, kind, fragments):
     head = "ResNet50" if "block" in cut else "MobileNet"
     text = (
-        f'name = "bad"\n[head]\nsource = "keras.applications.{head}"\nkwargs = {{ input_shape = [64, 64, 3] }}\ncut = {cut}\n'
-        f'[tail]\nsource = "keras.applications.MobileNet"\nkwargs = {{ input_shape = [64, 64, 3] }}\nstart = {start}\n'
+        f'name = "bad"\n[head]\nsource = "keras.applications.{head}"\nkwargs = {{ input_shape = [64, 64, 3], include_top = false }}\ncut = {cut}\n'
+        f'[tail]\nsource = "keras.applications.MobileNet"\nkwargs = {{ input_shape = [64, 64, 3], include_top = false }}\nstart = {start}\n'
         f'[adapter]\nkind = "{kind}"\n'
     )
     spec = tmp_path / "bad.toml"

@@ -7,7 +7,7 @@ seeded random weights (not ImageNet's), written in Keras's legacy HDF5 layout by
 model of the same architecture, under the names Keras requests.
 
 Two hooks, both active only where a stand-in folder is named:
-- `urlretrieve` copies `<folder>/<file name>` instead of downloading (a file with no
+- `urlretrieve` copies `<folder>/<cache file name>` instead of downloading (a file with no
   stand-in fails as a download would, naming it);
 - `validate_file` accepts exactly the stand-in files (their sha256 is in the folder's
   manifest), since their hashes cannot match the published ones; any other file is
@@ -62,7 +62,9 @@ def install(folder: str | Path) -> None:
     original_validate = getattr(file_utils.validate_file, "__wrapped__", file_utils.validate_file)
 
     def urlretrieve(origin, target, reporthook=None):
-        name = os.path.basename(urllib.parse.urlsplit(origin).path)
+        # get_file downloads into the cache under the name it was given, which can
+        # differ from the URL's (NASNet: nasnet_mobile_no_top.h5 from NASNet-mobile-no-top.h5)
+        name = os.path.basename(target)
         source = folder / name
         if not source.is_file():
             raise Exception(f"URL fetch failure on {origin}: no network here, and no stand-in file {name}")
