@@ -279,7 +279,7 @@ def _ordered_params(motif: Motif, inputs: list[str]) -> list[str]:
 
 
 def _param_names(module_names: Namespace):
-    local = Namespace(reserved={"x", "name", "keras", "layers", "ops", "i"} | module_names.used())
+    local = Namespace(reserved={"x", "name", "keras", "layers", "ops", "i"} | module_names.used(), parent=module_names)
 
     def names(hint: str) -> str:
         return local.name(hint)
@@ -366,7 +366,7 @@ class _Allocator:
     """Names the values of one function body, reusing `x` for the trunk like keras.applications."""
 
     def __init__(self, reserved: set[str], emitter: FactoredEmitter, graph: Graph | None = None) -> None:
-        self.names = Namespace(reserved=reserved)
+        self.names = Namespace(reserved=reserved, parent=emitter._module_names)
         self.emitter = emitter
         self.graph = graph
         self.variables: dict[TensorRef, str] = {}

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from codegen.ir import Call, Graph, Op, TensorRef, map_refs, tensor_refs
-from codegen.literals import Expr, render, render_call, render_subscript
+from codegen.literals import Expr, doc_text, render, render_call, render_subscript
 from codegen.naming import Namespace, to_identifier
 from codegen.publicapi import to_snake_case
 
@@ -69,7 +69,10 @@ class GraphEmitter:
         for op in graph.ops.values():  # builder names first, so no local variable shadows one
             if op.kind == "model":
                 self._module_names.name("build_" + op.name, key=(id(graph), op.name))
-        names = Namespace(reserved={"keras", "layers", "ops", "model"} | set(self._module_names.used()) | set(params or ()))
+        names = Namespace(
+            reserved={"keras", "layers", "ops", "model"} | set(self._module_names.used()) | set(params or ()),
+            parent=self._module_names,
+        )
         variables: dict[TensorRef, str] = {}
         if params is not None:
             for param, input_ref in zip(params, tensor_refs(graph.inputs)):
@@ -137,7 +140,7 @@ class GraphEmitter:
         if op.kind == "model":
             assert op.subgraph is not None
             builder = self._module_names.name("build_" + op.name, key=(id(graph), op.name))
-            self.emit(op.subgraph, builder, f"The nested model {render(op.name)}.")
+            self.emit(op.subgraph, builder, f"The nested model {doc_text(op.name)}.")
             return f"{builder}()"
         positional = [op.args[k] for k in op.positional]
         keywords = {k: v for k, v in op.args.items() if k not in op.positional}

@@ -57,6 +57,7 @@ class Op:
     subgraph: Graph | None = None
     custom_class: str | None = None  # name of an emitted custom class
     source_name: str | None = None  # the name in the source model, when renamed
+    fresh: bool = False  # not in the source (a new classifier): initialised, never ported
 
 
 @dataclass

@@ -11,9 +11,9 @@ _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
 
 def to_identifier(name: str) -> str:
     """A valid Python identifier that still resembles `name`."""
-    ident = re.sub(r"\W", "_", name.strip()).strip("_").lower()
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name.strip()).strip("_").lower()
     ident = re.sub(r"_+", "_", ident)
-    if not ident or not ident.isascii():
+    if not ident:
         ident = "v"
     if ident[0].isdigit():
         ident = "_" + ident
@@ -23,15 +23,25 @@ def to_identifier(name: str) -> str:
 class Namespace:
     """Hands out unique identifiers, avoiding keywords, builtins and module names.
 
-    Deterministic: the same sequence of requests yields the same names.
+    Deterministic: the same sequence of requests yields the same names. A function's
+    local namespace names its module's as `parent`: a local never takes a module-level
+    name, whenever either is handed out, and the module never takes a name a local
+    already holds (a nested model's builder is named while its caller's body is emitted).
     """
 
-    def __init__(self, reserved: set[str] | None = None) -> None:
+    def __init__(self, reserved: set[str] | None = None, parent: Namespace | None = None) -> None:
         self._used = set(_RESERVED) | set(reserved or ())
         self._by_key: dict[object, str] = {}
+        self._parent = parent
+        self._held_by_locals: set[str] = set()
 
     def used(self) -> set[str]:
         return set(self._used)
+
+    def _taken(self, candidate: str) -> bool:
+        if candidate in self._used or candidate in self._held_by_locals:
+            return True  # locals of different functions may share names; module names are unique
+        return self._parent is not None and candidate in self._parent._used
 
     def reserve(self, name: str) -> None:
         self._used.add(name)
@@ -42,10 +52,12 @@ class Namespace:
         base = to_identifier(hint)
         candidate = base
         counter = 1
-        while candidate in self._used:
+        while self._taken(candidate):
             candidate = f"{base}_{counter}"
             counter += 1
         self._used.add(candidate)
+        if self._parent is not None:
+            self._parent._held_by_locals.add(candidate)
         if key is not None:
             self._by_key[key] = candidate
         return candidate

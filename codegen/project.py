@@ -111,7 +111,7 @@ def layer_map(graph: Graph, target_prefix="", source_prefix=(), names_prefix="")
         names = names_prefix + (op.source_name or op.name)
         if op.kind == "model" and op.subgraph is not None:
             rows += layer_map(op.subgraph, target + "/", source, names + "/")
-        elif op.weight_shapes:
+        elif op.weight_shapes and not op.fresh:
             rows.append((target, source, names, op.class_name, op.weight_shapes))
     return rows
 

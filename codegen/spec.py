@@ -207,6 +207,33 @@ class StitchSpec:
     adapter_side: str = "server"  # where `stitchgen export` puts the adapter: "server" or "phone"
     head_preprocess: str | None = None  # dotted function path or "none"; None: the source family's
     tail_preprocess: str | None = None
+    classes: int | None = None  # [tail] classes: a new N-way classifier replaces the tail's own
+    class_names: tuple[str, ...] | None = None  # when [tail] classes lists the names
+
+
+MAX_CLASSES = 1_000_000
+
+
+def _classes(table: dict, spec_path: Path) -> tuple[int | None, tuple[str, ...] | None]:
+    """`[tail] classes = N` or a list of class names: (N, names or None)."""
+    if "classes" not in table:
+        return None, None
+    value = table["classes"]
+    hint = 'a number of classes (classes = 3) or their names (classes = ["cat", "dog", "fox"])'
+    if isinstance(value, list):
+        if not all(isinstance(v, str) and v and v.isprintable() for v in value):
+            raise _fail(spec_path, f"[tail] classes must be {hint}; the names must be non-empty printable strings")
+        if len(set(value)) != len(value):
+            raise _fail(spec_path, "[tail] classes lists a name twice")
+        names: tuple[str, ...] | None = tuple(value)
+        count = len(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        names, count = None, value
+    else:
+        raise _fail(spec_path, f"[tail] classes must be {hint}; got {value!r}")
+    if not 2 <= count <= MAX_CLASSES:
+        raise _fail(spec_path, f"[tail] classes must be between 2 and {MAX_CLASSES:,}; got {count}")
+    return count, names
 
 
 def _preprocess(table: dict, where: str, spec_path: Path) -> str | None:
@@ -257,7 +284,8 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     if kind not in KINDS:
         raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
     head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess"))
-    tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess"))
+    tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess", "classes"))
+    classes, class_names = _classes(tail_table, spec_path)
     return StitchSpec(
         name=name,
         head=head,
@@ -274,6 +302,8 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
         adapter_side=side,
         head_preprocess=_preprocess(head_table, "[head]", spec_path),
         tail_preprocess=_preprocess(tail_table, "[tail]", spec_path),
+        classes=classes,
+        class_names=class_names,
     )
 
 

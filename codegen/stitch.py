@@ -7,14 +7,13 @@ module and its port script.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from codegen import __version__
 from codegen.adapter import design_adapter
 from codegen.blocks import dfs_order, split_blocks
+from codegen.classifier import NewClassifier, replace_classifier
 from codegen.custom import class_source
 from codegen.cuts import Crossing, CutAnalysis
 from codegen.emit import emit_functions
@@ -24,11 +23,11 @@ from codegen.format import format_source
 from codegen.header import PLACEHOLDER, stamp
 from codegen.introspect import introspect
 from codegen.ir import Graph, TensorInfo, tensor_refs
-from codegen.literals import render, render_call
+from codegen.literals import Expr, doc_text, render, render_call
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
 from codegen.preprocess import check_preprocess, default_preprocess
-from codegen.project import _uses_layers, doc_text, layer_map, regenerate_command, sort_imports, source_paths
+from codegen.project import _uses_layers, layer_map, regenerate_command, sort_imports, source_paths
 from codegen.renaming import structural_names
 from codegen.slicing import rename_ops, slice_head, slice_tail
 from codegen.spec import ModelSource, StitchSpec
@@ -95,6 +94,7 @@ class StitchProject:
     head_crossing: Crossing
     tail_crossings: list[Crossing]
     renamed: dict[str, str]
+    classifier: NewClassifier | None = None  # [tail] classes: the new classifier
 
     @classmethod
     def from_spec(cls, spec: StitchSpec) -> StitchProject:
@@ -135,6 +135,9 @@ class StitchProject:
                 renamed[name] = new
                 taken.add(new)
         tail_graph = rename_ops(tail_graph, renamed)
+        classifier = None
+        if spec.classes is not None:
+            tail_graph, classifier = replace_classifier(tail_graph, spec.classes, taken)
         adapter = design_adapter(
             crossing[0].info,
             [c.info for c in tail_crossings],
@@ -144,7 +147,9 @@ class StitchProject:
         clash = (set(adapter.ops) - {"adapter_input"}) & (set(head_graph.ops) | set(tail_graph.ops))
         if clash:
             raise StitchgenError(f"source layers named {sorted(clash)} clash with the adapter's layer names")
-        return cls(spec, head, tail, head_graph, tail_graph, adapter, cut, start, crossing[0], tail_crossings, renamed)
+        return cls(
+            spec, head, tail, head_graph, tail_graph, adapter, cut, start, crossing[0], tail_crossings, renamed, classifier
+        )
 
     def files(self) -> dict[str, str]:
         name = self.spec.name
@@ -195,10 +200,28 @@ class StitchProject:
             ),
             "regenerate_doc": doc_text(regenerate_command(self.spec)),
             "hash_line": PLACEHOLDER,
+            **self._classes_context(),
+        }
+
+    def _classes_context(self) -> dict[str, Any]:
+        """What the three files say about a new classifier ([tail] classes); nothing without one."""
+        if self.classifier is None:
+            return {"classifier": None}
+        return {
+            "classifier": self.classifier,
+            "classes_literal": render(self.spec.classes),
+            "class_names_literal": render(self.spec.class_names),
+            "classifier_literal": render(self.classifier.layer),
+            "classifier_input_literal": render(self.classifier.source_input),
+            "new_top_literal": render(self.classifier.top),
+            "classifier_doc": doc_text(
+                f"a new {self.spec.classes}-way classifier ({self.classifier.layer}) "
+                + ("after the tail features" if self.classifier.appended else "in place of the tail classifier")
+            ),
         }
 
     def frontier_lines(self) -> list[str]:
-        return [f"{c.producer}: {_shape(c.info)}" for c in self.tail_crossings]
+        return [doc_text(f"{c.producer}: {_shape(c.info)}") for c in self.tail_crossings]
 
     def _build_hybrid_module(self) -> str:
         module_names = Namespace(
@@ -246,18 +269,30 @@ class StitchProject:
                 ("HEAD_TRAINABLE", render(self.spec.head_trainable)),
                 ("ADAPTER_TRAINABLE", render(self.spec.adapter_trainable)),
                 ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
+                *self._classes_constants(),
             ],
             custom_classes=classes,
             custom_names=[(render(n), n) for n in customs.values()],
             helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
             functions=helpers + nested + parts,
-            input_call=render_call("keras.Input", (), {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": "__SHAPE__"}).replace("'__SHAPE__'", "INPUT_SHAPE"),
+            input_call=render_call(
+                "keras.Input", (), {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": Expr("INPUT_SHAPE")}
+            ),
             tail_inputs=tail_inputs,
             name_literal=render(self.spec.name),
             adapter_kind=doc_text(self.spec.adapter_kind),
             **self._common(),
         )
         return stamp(format_source(text))
+
+    def _classes_constants(self) -> list[tuple[str, str]]:
+        if self.classifier is None:
+            return []
+        return [
+            ("CLASSES", render(self.spec.classes)),
+            ("CLASS_NAMES", render(self.spec.class_names)),
+            ("CLASSIFIER", render(self.classifier.layer)),
+        ]
 
     def _port_rows(self) -> list[str]:
         rows = []

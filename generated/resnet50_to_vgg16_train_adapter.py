@@ -11,7 +11,11 @@ Usage:
 
 TRAIN and VAL are a directory of images (class sub-folders give labels) or a
 .npz file with `x` (N x H x W x C raw pixels, 0-255) and optionally `y`
-(integer labels). Stages, run in the order given:
+(integer labels).
+Labels are the tail network's own class ids (0..K-1 for its K outputs): class
+sub-folders must be named by those ids (e.g. 207/, 281/). For classes of your
+own, add `classes = N` to the spec's [tail] table and regenerate.
+Stages, run in the order given:
   lstsq     closed-form least-squares fit of each branch's final linear layer
             to the teacher's activations at the cut (batch norm set to identity)
   distill   minimise the mean squared error to those activations
@@ -20,11 +24,12 @@ TRAIN and VAL are a directory of images (class sub-folders give labels) or a
 The teacher is the tail's source network, fed the same images at its own input
 size with its own preprocessing. The frozen head's outputs and the teacher's
 targets are computed once and cached (in memory, or in memory-mapped .npy files
-when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement,
-val_accuracy with labels, losses) and OUT.png (loss curves). The best adapter
-weights are checkpointed after every epoch; --resume continues from there.
+when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement
+with the tail network's own classes, val_accuracy with labels, losses) and
+OUT.png (loss curves). The best adapter weights are checkpointed after every
+epoch; --resume continues from there.
 
-stitchgen-hash: sha256:0d6271708343b8167aa37ab686d174da45b040f2bb2c66fec9aababa40b3db59
+stitchgen-hash: sha256:25381a84e20d1a9fa05c2048c4f9a94ec94ccfefaf4b724f573cd2799900589b
 """
 
 import argparse
@@ -81,6 +86,9 @@ TAIL_FRONTIER = (("block2_pool", 0),)
 # per frontier tensor: (the adapter's final linear layer, its output batch norm or None)
 BRANCHES = (("adapter_conv", None),)
 INPUT_BATCH_NORM = None
+CLASSES = None  # labels are the tail network's own class ids
+CLASS_NAMES = None
+CLASSIFIER = None
 STAGES = ("lstsq", "distill", "finetune")
 DEFAULT_STAGES = "lstsq,finetune"
 MEMORY_CACHE_BYTES = 2 * 1024**3  # larger caches go to memory-mapped .npy files
@@ -352,7 +360,7 @@ def resolve_preprocess(path):
 
 
 def read_images(path, size, channels, batch_size):
-    """(batches of (float32 images resized to `size`, int labels or -1), count, has labels)."""
+    """(batches of (float32 images resized to `size`, int labels or -1), count, has labels, folder names or None)."""
     if not os.path.exists(path):
         raise TrainError(f"{path} does not exist")
     if path.endswith(".npz"):
@@ -375,7 +383,7 @@ def read_images(path, size, channels, batch_size):
                 )
                 yield keras.ops.convert_to_numpy(images), y[start : start + batch_size]
 
-        return batches, len(x), "y" in data
+        return batches, len(x), "y" in data, None
     if not os.path.isdir(path):
         raise TrainError(f"{path} is neither an image directory nor a .npz file")
     if channels != 3:
@@ -404,26 +412,32 @@ def read_images(path, size, channels, batch_size):
             )
             yield np.asarray(images, "float32"), np.asarray(labels, "int64")
 
-    return batches, count, has_labels
+    return (
+        batches,
+        count,
+        has_labels,
+        (list(dataset.class_names) if has_labels else None),
+    )
 
 
 class Cache:
     """Head features, teacher activations at the cut, teacher predictions and labels, computed once."""
 
-    def __init__(self, arrays, has_labels):
+    def __init__(self, arrays, has_labels, class_names=None):
         self.features, self.targets, self.teacher, self.labels = arrays
         self.has_labels = has_labels
+        self.class_names = class_names
 
     def __len__(self):
         return len(self.labels)
 
     @classmethod
-    def build(cls, path, parts, batch_size, directory, name):
+    def build(cls, path, parts, batch_size, directory, name, known_names=None):
         head, teacher, head_pre, tail_pre = parts
         head_size = tuple(head.inputs[0].shape[1:3])
         tail_size = tuple(teacher.inputs[0].shape[1:3])
         channels = head.inputs[0].shape[-1]
-        batches, count, has_labels = read_images(
+        batches, count, has_labels, folders = read_images(
             path, max(head_size, tail_size), channels, batch_size
         )
         shapes = [tuple(head.outputs[0].shape[1:])] + [
@@ -439,6 +453,11 @@ class Cache:
         start = 0
         for images, y in batches():
             n = len(images)
+            finite = np.isfinite(images).reshape(n, -1).all(axis=1)
+            if not finite.all():
+                raise TrainError(
+                    f"{path}: image {start + int(np.argmin(finite))} has non-finite pixels"
+                )
             head_in = head_inputs(images, head_size, head_pre)
             tail_in = teacher_inputs(images, tail_size, tail_pre)
             outputs = [_apply(head, head_in)] + _as_list(_apply(teacher, tail_in))
@@ -447,7 +466,11 @@ class Cache:
             labels[start : start + n] = y
             start += n
             progress.update(start)
-        return cls((arrays[0], arrays[1:-1], arrays[-1], labels), has_labels)
+        tail_classes = int(arrays[-1].shape[-1])
+        labels, names = own_labels(
+            labels, folders, has_labels, tail_classes, path, known_names
+        )
+        return cls((arrays[0], arrays[1:-1], arrays[-1], labels), has_labels, names)
 
     def split(self, fraction, seed=0):
         order = np.random.default_rng(seed).permutation(len(self))
@@ -459,17 +482,76 @@ class Cache:
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
 
         def take(index):
-            return Cache(
-                (
-                    self.features[index],
-                    [t[index] for t in self.targets],
-                    self.teacher[index],
-                    self.labels[index],
-                ),
-                self.has_labels,
+            arrays = (
+                self.features[index],
+                [t[index] for t in self.targets],
+                self.teacher[index],
+                self.labels[index],
             )
+            return Cache(arrays, self.has_labels, self.class_names)
 
         return take(train), take(val)
+
+
+def _shown(values, limit=5):
+    values = [str(v) for v in values]
+    return ", ".join(values[:limit]) + (
+        f" and {len(values) - limit} more" if len(values) > limit else ""
+    )
+
+
+def own_labels(labels, folders, has_labels, tail_classes, path, known_names=None):
+    """(labels checked against the classes the hybrid predicts, the class names they stand for).
+
+    With a new classifier (CLASSES), labels are 0..CLASSES-1: class sub-folders are
+    matched by name to CLASS_NAMES (the spec's) or to the training set's folders,
+    else numbered in sorted order. Without one, labels are the tail network's own
+    class ids, and class sub-folders must be named by them.
+    """
+    if not has_labels:
+        if CLASSES is not None:
+            raise TrainError(
+                f"{path} has no labels, and the hybrid's new {CLASSES}-way classifier needs them: "
+                "give class sub-folders, or `y` in the .npz"
+            )
+        return labels, None
+    names = None
+    if folders is not None:
+        if CLASSES is None:
+            if not all(name.isdigit() for name in folders):
+                raise TrainError(
+                    f"{path}: class sub-folders ({_shown(folders)}) are not the tail network's class ids; name them "
+                    f"by id (0..{tail_classes - 1}), or add classes = {len(folders)} to the spec's [tail] table "
+                    "and regenerate for classes of your own"
+                )
+            labels = np.array([int(name) for name in folders], "int64")[labels]
+        else:
+            names = list(CLASS_NAMES or known_names or folders)
+            unknown = [name for name in folders if name not in names]
+            if unknown:
+                raise TrainError(
+                    f"{path}: class sub-folders {_shown(unknown)} are not among the classes {_shown(names)}"
+                )
+            labels = np.array([names.index(name) for name in folders], "int64")[labels]
+    count = CLASSES if CLASSES is not None else tail_classes
+    bad = np.unique(labels[(labels < 0) | (labels >= count)])
+    if bad.size:
+        what = (
+            f"the spec's classes = {CLASSES}"
+            if CLASSES is not None
+            else f"the tail network's {count} class ids"
+        )
+        hint = (
+            ""
+            if CLASSES is not None
+            else "; for classes of your own, add classes = N to the spec's [tail] table"
+        )
+        raise TrainError(
+            f"{path}: labels {_shown(bad)} are outside 0..{count - 1} ({what}){hint}"
+        )
+    if CLASSES is not None and names is None:
+        names = list(CLASS_NAMES) if CLASS_NAMES else [str(i) for i in range(CLASSES)]
+    return labels, names
 
 
 def _allocate(directory, name, shape, nbytes):
@@ -613,9 +695,13 @@ def predictions(adapter, tail, cache, batch_size):
 def scores(adapter, tail, cache, batch_size):
     """Agreement (top-1) with the tail network's own predictions, and accuracy when labels exist."""
     predicted = np.argmax(predictions(adapter, tail, cache, batch_size), axis=-1)
-    result = {
-        "val_agreement": float(np.mean(predicted == np.argmax(cache.teacher, axis=-1)))
-    }
+    result = {}
+    if (
+        CLASSES is None
+    ):  # with a new classifier the tail network's own predictions are other classes
+        result["val_agreement"] = float(
+            np.mean(predicted == np.argmax(cache.teacher, axis=-1))
+        )
     if cache.has_labels:
         result["val_accuracy"] = float(np.mean(predicted == cache.labels))
     return result
@@ -668,7 +754,7 @@ class Run:
         self.log = []
 
     def save_checkpoint(self):
-        save_atomic(self.adapter, self.checkpoint)
+        save_atomic(self.trained, self.checkpoint)
         self.save_state()
 
     def save_state(self):
@@ -695,7 +781,7 @@ class Run:
                 f"this run is resnet50_to_vgg16 with {self.args.stages}"
             )
         try:
-            self.adapter.load_weights(self.checkpoint)
+            self.trained.load_weights(self.checkpoint)
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
             raise TrainError(
                 f"--resume: {self.checkpoint} does not hold this adapter's weights ({exc})"
@@ -745,7 +831,16 @@ class Run:
             else:
                 adapted = _as_list(self.adapter(self.adapter.input))
                 model = keras.Model(self.adapter.input, self.tail(adapted))
-                probabilities = is_probability(train.teacher[: min(len(train), 64)])
+                if (
+                    CLASSES is not None
+                ):  # the loss follows the new classifier's own activation
+                    probabilities = is_probability(
+                        keras.ops.convert_to_numpy(
+                            model(train.features[:8], training=False)
+                        )
+                    )
+                else:
+                    probabilities = is_probability(train.teacher[: min(len(train), 64)])
                 if train.has_labels:
                     losses = keras.losses.SparseCategoricalCrossentropy(
                         from_logits=not probabilities
@@ -785,7 +880,7 @@ class Run:
             verbose=1 if args.verbose else 2,
         )
         if self.state.get("best") is not None:  # end with the best epoch's weights
-            self.adapter.load_weights(self.checkpoint)
+            self.trained.load_weights(self.checkpoint)
         return len(history.history.get("loss", []))
 
 
@@ -797,10 +892,12 @@ def soft(teacher, probabilities):
 
 
 def format_scores(scores):
-    text = f"val agreement {scores['val_agreement']:.4f}"
+    parts = []
+    if "val_agreement" in scores:
+        parts.append(f"val agreement {scores['val_agreement']:.4f}")
     if "val_accuracy" in scores:
-        text += f", val accuracy {scores['val_accuracy']:.4f}"
-    return text
+        parts.append(f"val accuracy {scores['val_accuracy']:.4f}")
+    return ", ".join(parts)
 
 
 def copy_by_name(source, target):
@@ -808,6 +905,19 @@ def copy_by_name(source, target):
     for layer in target.layers:
         if layer.weights:
             set_layer_weights(layer, source.get_layer(layer.name).get_weights())
+
+
+def trained_parts(adapter, tail):
+    """What training changes, as one model to checkpoint: the adapter, and the new classifier if any."""
+    if CLASSIFIER is None:
+        return adapter
+    classifier = tail.get_layer(CLASSIFIER)
+    features = keras.Input(tuple(classifier.input.shape[1:]), name="classifier_input")
+    return keras.Model(
+        [adapter.input, features],
+        list(adapter.outputs) + [classifier(features)],
+        name="trained",
+    )
 
 
 def teacher_model(source):
@@ -905,7 +1015,10 @@ def main(argv=None):
         help="the hybrid's ported weights (from the port script)",
     )
     parser.add_argument(
-        "--data", required=True, help="training images: a directory or a .npz file"
+        "--data",
+        required=True,
+        help="training images: a directory or a .npz file; labels must be the tail network's own class ids "
+        "(sub-folders named by id); for classes of your own add classes = N to the spec's [tail] table",
     )
     parser.add_argument(
         "--val", help="validation images (default: --val-split of --data)"
@@ -999,24 +1112,39 @@ def main(argv=None):
         cache_dir = args.cache_dir or args.output + ".cache"
         train = Cache.build(args.data, parts, args.batch_size, cache_dir, "train")
         if args.val:
-            val = Cache.build(args.val, parts, args.batch_size, cache_dir, "val")
+            val = Cache.build(
+                args.val, parts, args.batch_size, cache_dir, "val", train.class_names
+            )
         else:
             train, val = train.split(args.val_split)
         run = Run(args, generated, strategy)
         run.adapter, run.tail = adapter, tail
+        run.trained = trained_parts(adapter, tail)
         if args.resume:
             run.resume()
         for name in stages:
             run.stage(name, train, val)
-        for layer in adapter.layers:  # the trained adapter into the whole hybrid
+        trained = list(adapter.layers) + (
+            [tail.get_layer(CLASSIFIER)] if CLASSIFIER else []
+        )
+        for (
+            layer
+        ) in trained:  # the trained adapter (and classifier) into the whole hybrid
             if layer.weights:
-                set_layer_weights(hybrid.get_layer(layer.name), layer.get_weights())
+                values = layer.get_weights()
+                if not all(np.all(np.isfinite(v)) for v in values):
+                    raise TrainError(
+                        f"training diverged: {layer.name} has non-finite weights; nothing written"
+                    )
+                set_layer_weights(hybrid.get_layer(layer.name), values)
         save_atomic(hybrid, args.output)
         summary = {
             "stages": run.log,
             "train_images": len(train),
             "val_images": len(val),
         }
+        if CLASSES is not None:
+            summary.update(classes=CLASSES, class_names=train.class_names)
         write_atomic(args.output + ".json", json.dumps(summary, indent=2))
         plot(run.log, args.output + ".png")
     except KeyboardInterrupt:

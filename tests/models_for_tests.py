@@ -227,3 +227,20 @@ def tiny_tail():
     x = layers.GlobalAveragePooling2D(name="t_pool")(x)
     outputs = layers.Dense(3, activation="softmax", name="t_pred")(x)
     return keras.Model(inputs, outputs, name="tiny_tail")
+
+
+def hostile_head(names=("image", "inner_conv", "inner", "relu")):
+    """A head whose input, nested model and layers take their names from the caller (any text)."""
+    inputs = keras.Input((8, 8, 3), name=names[0])
+    inner_input = keras.Input((8, 8, 3))
+    inner = keras.Model(inner_input, layers.Conv2D(4, 3, padding="same", name=names[1])(inner_input), name=names[2])
+    return keras.Model(inputs, layers.ReLU(name=names[3])(inner(inputs)), name="hostile_head")
+
+
+def hostile_tail(names=("image", "conv", "relu", "proj", "add", "pool", "pred")):
+    """A tail whose frontier (names[2], consumed by a conv and an add) and layers carry the caller's names."""
+    inputs = keras.Input((8, 8, 3), name=names[0])
+    x = layers.ReLU(name=names[2])(layers.Conv2D(4, 3, padding="same", name=names[1])(inputs))
+    x = layers.Add(name=names[4])([x, layers.Conv2D(4, 1, name=names[3])(x)])
+    outputs = layers.Dense(3, name=names[6])(layers.GlobalAveragePooling2D(name=names[5])(x))
+    return keras.Model(inputs, outputs, name="hostile_tail")

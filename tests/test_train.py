@@ -55,7 +55,7 @@ def hybrid_dir(tmp_path_factory):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     rng = np.random.default_rng(0)
-    for label in ("cats", "dogs"):
+    for label in ("0", "2"):  # without [tail] classes, labels are the tail network's own class ids
         (root / "images" / label).mkdir(parents=True)
         for i in range(16):
             image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
@@ -129,6 +129,8 @@ def test_resume_continues_and_rejects_a_bad_checkpoint(hybrid_dir, tmp_path):
     [
         (lambda p: np.savez(p, x=np.zeros((4, 16, 16, 1), "uint8")), "expected N x H x W x 3"),
         (lambda p: np.savez(p, x=np.zeros((0, 16, 16, 3), "uint8")), "holds no images"),
+        (lambda p: np.savez(p, x=np.where(np.eye(16)[None, :, :, None] > 0, np.nan, 1.0).repeat(3, -1).astype("float32")),
+         "image 0 has non-finite pixels"),
     ],
 )
 def test_bad_data_gets_a_clear_error(hybrid_dir, tmp_path, make, message):
@@ -137,6 +139,26 @@ def test_bad_data_gets_a_clear_error(hybrid_dir, tmp_path, make, message):
     result = train(hybrid_dir, tmp_path / "x.weights.h5", "--data", str(data))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.weights.h5").exists()
+
+
+def test_named_class_folders_without_classes_are_refused(hybrid_dir, tmp_path):
+    for name in ("cats", "dogs"):
+        shutil.copytree(hybrid_dir / "images" / "0", tmp_path / "named" / name)
+    out = tmp_path / "x.weights.h5"
+    result = train(hybrid_dir, out, "--data", str(tmp_path / "named"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert "not the tail network's class ids" in line and "add classes = 2" in line, line
+    assert not out.exists()
+
+
+def test_labels_beyond_the_tail_classes_are_refused(hybrid_dir, tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((6, 20, 20, 3), "uint8"), y=np.array([0, 1, 2, 3, 7, 0]))
+    result = train(hybrid_dir, tmp_path / "x.weights.h5", "--data", str(data))
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert "labels 3, 7 are outside 0..2 (the tail network's 3 class ids)" in line, line
 
 
 def test_teacher_and_head_get_their_own_preprocessing(hybrid_dir):

@@ -55,7 +55,7 @@ def tree(tmp_path_factory) -> Path:
         'start = "t_conv2"\npreprocess = "none"\n'
     )
     rng = np.random.default_rng(0)
-    for label in ("a", "b", "c"):
+    for label in ("0", "1", "2"):  # the tail network's own class ids
         (root / "data" / label).mkdir(parents=True)
         for i in range(6):
             image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
