@@ -271,13 +271,18 @@ def _preprocess_function(source) -> Callable:
     """The source family's preprocess_input (identity for "none")."""
     import importlib
 
+    import numpy as np
+
     from codegen.preprocess import default_preprocess
 
     path = default_preprocess(source)
     if path == "none":
         return lambda x: x
     module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    function = getattr(importlib.import_module(module), name)
+    # keras.applications' preprocess_input works in place on numpy arrays; resized
+    # batches can be read-only views, so each call gets its own copy
+    return lambda x: function(np.array(x, dtype="float32", copy=True))
 
 
 @main.command()

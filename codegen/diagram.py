@@ -143,7 +143,10 @@ def render(dot: str, path: Path) -> Path:
     exe = shutil.which("dot")
     if exe is None:
         raise StitchgenError("Graphviz's `dot` is not installed: apt-get install graphviz (or brew install graphviz)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StitchgenError(f"cannot write {str(path)!r}: {exc.strerror} ({str(path.parent)!r})") from None
     tmp = path.with_name(f".{path.name}.tmp")
     result = subprocess.run([exe, f"-T{fmt}", "-o", str(tmp)], input=dot.encode(), capture_output=True, check=False)
     if result.returncode != 0:

@@ -7,11 +7,13 @@ in `Expr` (code the generator wrote itself) or `ObjectSpec` (a constructor call)
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from collections.abc import Callable
 from typing import Any
 
+from codegen.errors import StitchgenError
 from codegen.ir import ObjectSpec, TensorRef
 
 
@@ -73,8 +75,11 @@ def render_call(
     """`callee(a, b, key=value)` with every argument rendered as a literal."""
     parts = [render(v, ref) for v in positional]
     for key, value in keywords.items():
-        if not key.isidentifier():
-            raise TypeError(f"{key!r} is not a valid keyword argument name")
+        if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
+            raise StitchgenError(
+                f"{callee}: config key {key!r} is not a Python identifier, so it cannot be written as a "
+                "keyword argument; rename it in the layer's get_config()"
+            )
         parts.append(f"{key}={render(value, ref)}")
     return f"{callee}(" + ", ".join(parts) + ")"
 

@@ -8,13 +8,15 @@ names then match what a fresh process sees, which is what the port script sees.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from codegen.errors import StitchgenError
+from codegen.errors import StitchgenError, first_line
 from codegen.spec import ModelSource
 
 
@@ -33,21 +35,30 @@ def _importable(directory: Path) -> Iterator[None]:
 def import_object(dotted: str, base_dir: Path, what: str) -> Any:
     """`package.module:attr` -> the object, with a one-line error on failure."""
     module_name, _, attr = dotted.partition(":")
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module_name) or not attr.isidentifier():
+        raise StitchgenError(f"{what} {dotted!r} is not 'package.module:name'")
     with _importable(base_dir.resolve()):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise StitchgenError(f"cannot import {what} module {module_name!r}: {exc}") from None
+            raise StitchgenError(f"cannot import {what} module {module_name!r}: {first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
+            raise StitchgenError(
+                f"importing {what} module {module_name!r} failed: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
     if not hasattr(module, attr):
         raise StitchgenError(f"module {module_name!r} has no {what} {attr!r}")
     return getattr(module, attr)
 
 
 def custom_objects(source: ModelSource) -> dict[str, type]:
-    return {
-        dotted.partition(":")[2]: import_object(dotted, source.base_dir, "custom object")
-        for dotted in source.custom_objects
-    }
+    objects = {}
+    for dotted in source.custom_objects:
+        value = import_object(dotted, source.base_dir, "custom object")
+        if not isinstance(value, type):
+            raise StitchgenError(f"custom object {dotted!r} is a {type(value).__name__}, not a layer class")
+        objects[dotted.partition(":")[2]] = value
+    return objects
 
 
 @contextmanager
@@ -76,7 +87,11 @@ def _imagenet_architecture() -> Iterator[None]:
 
     file_utils.get_file, keras.Model.load_weights = no_fetch, no_load
     try:
-        yield
+        with warnings.catch_warnings():
+            # e.g. "weights for input shape (224, 224) will be loaded": true of the port
+            # script, which loads them and shows it; here nothing is loaded
+            warnings.simplefilter("ignore", UserWarning)
+            yield
     finally:
         file_utils.get_file, keras.Model.load_weights = get_file, load_weights
 
@@ -102,8 +117,10 @@ def load_model(source: ModelSource) -> Any:
     except StitchgenError:
         raise
     except (TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StitchgenError(f"cannot build {source.source}: {first}") from None
+        raise StitchgenError(f"cannot build {source.source}: {first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - builders, h5py and Keras raise many kinds
+        verb = "load" if source.kind == "file" else "build"
+        raise StitchgenError(f"cannot {verb} {source.source}: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, keras.Model):
         raise StitchgenError(f"builder {source.source} returned {type(model).__name__}, not a keras.Model")
     return model

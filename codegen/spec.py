@@ -99,6 +99,9 @@ def check_name(name: Any, spec_path: Path | None) -> str:
     return name
 
 
+_OBJECT_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
 def parse_source(
     source: Any,
     *,
@@ -117,8 +120,12 @@ def parse_source(
         raise _fail(spec_path, f"{where} kwargs must be a table, e.g. kwargs = {{ input_shape = [224, 224, 3] }}")
     if "weights" in kwargs:
         raise _fail(spec_path, f"{where} put weights in its own key (weights = ...), not in kwargs")
-    if isinstance(custom_objects, str) or not all(isinstance(c, str) and ":" in c for c in custom_objects):
-        raise _fail(spec_path, f"{where} custom_objects must be a list of 'module:Class' strings")
+    if isinstance(custom_objects, str) or not isinstance(custom_objects, (list, tuple)) or not all(
+        isinstance(c, str) and _OBJECT_RE.fullmatch(c) for c in custom_objects
+    ):
+        raise _fail(
+            spec_path, f"{where} custom_objects must be a list of 'package.module:Class' strings; got {custom_objects!r}"
+        )
 
     if source.startswith("keras.applications."):
         import keras
@@ -184,6 +191,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise _fail(path, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise _fail(path, "not a spec: its tables or arrays are nested too deeply") from None
 
 
 @dataclass(frozen=True)

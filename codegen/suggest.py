@@ -209,8 +209,15 @@ def count_images(path: Path, limit: int) -> int:
     import numpy as np
 
     if path.suffix == ".npz":
-        with np.load(path, mmap_mode="r") as data:
-            return min(len(data["x"]), limit)
+        from codegen.errors import StitchgenError
+
+        try:
+            with np.load(path, mmap_mode="r") as data:
+                if "x" not in data:
+                    raise StitchgenError(f"--images {str(path)!r} has no array named 'x' (N x H x W x C pixels, 0-255)")
+                return min(len(data["x"]), limit)
+        except (OSError, ValueError) as exc:
+            raise StitchgenError(f"--images {str(path)!r} is not a readable .npz file ({exc})") from None
     exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
     return min(sum(1 for p in path.rglob("*") if p.suffix.lower() in exts), limit)
 

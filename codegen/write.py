@@ -59,7 +59,11 @@ def check_files(files: dict[str, str], out_dir: Path) -> list[Stale]:
         if not path.is_file():
             problems.append(Stale(path, "missing", ""))
             continue
-        actual = path.read_text(encoding="utf-8")
+        try:
+            actual = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            problems.append(Stale(path, "not UTF-8 text (edited or replaced)", ""))
+            continue
         if actual == expected:
             continue
         reason = "stale" if hash_matches(actual) else "edited by hand"

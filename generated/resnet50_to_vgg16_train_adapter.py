@@ -29,7 +29,7 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-hash: sha256:25381a84e20d1a9fa05c2048c4f9a94ec94ccfefaf4b724f573cd2799900589b
+stitchgen-hash: sha256:8301afbf7cf0fb6e8c60ed0ab2be2d39d809c2bff16f755d3c46fad7597a65b0
 """
 
 import argparse
@@ -752,6 +752,14 @@ class Run:
             "best": None,
         }
         self.log = []
+        self.adapter = self.tail = self._trained = None
+
+    @property
+    def trained(self):
+        """What training changes, as one model to checkpoint: the adapter (and a new classifier)."""
+        if self._trained is None:
+            self._trained = trained_parts(self.adapter, self.tail)
+        return self._trained
 
     def save_checkpoint(self):
         save_atomic(self.trained, self.checkpoint)
@@ -936,16 +944,18 @@ def teacher_model(source):
 
 def head_inputs(images, size, preprocess=HEAD_PREPROCESS):
     """What the hybrid sees: images resized to the head's input size, with the head's preprocessing."""
-    return resolve_preprocess(preprocess)(
-        keras.ops.convert_to_numpy(keras.ops.image.resize(images, size))
-    )
+    resized = np.array(
+        keras.ops.convert_to_numpy(keras.ops.image.resize(images, size)), copy=True
+    )  # writable
+    return resolve_preprocess(preprocess)(resized)
 
 
 def teacher_inputs(images, size, preprocess=TAIL_PREPROCESS):
     """What the teacher sees: the same images at the tail source's size, with its own preprocessing."""
-    return resolve_preprocess(preprocess)(
-        keras.ops.convert_to_numpy(keras.ops.image.resize(images, size))
-    )
+    resized = np.array(
+        keras.ops.convert_to_numpy(keras.ops.image.resize(images, size)), copy=True
+    )  # writable
+    return resolve_preprocess(preprocess)(resized)
 
 
 def make_strategy(name):
@@ -1119,7 +1129,6 @@ def main(argv=None):
             train, val = train.split(args.val_split)
         run = Run(args, generated, strategy)
         run.adapter, run.tail = adapter, tail
-        run.trained = trained_parts(adapter, tail)
         if args.resume:
             run.resume()
         for name in stages:

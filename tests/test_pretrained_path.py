@@ -9,6 +9,7 @@ default weights, then `--verify`, then compares the ported model with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -181,3 +182,58 @@ def test_seed_hybrid_with_imagenet_on_both_sides_ports_verifies_and_exports(stan
     assert phone_int8.stat().st_size < 0.5 * phone.stat().st_size  # int8 weights: about a quarter
     float32_diff = float(result.stdout.split("max abs diff ")[1].split(" ")[0])
     assert float32_diff <= 1e-4
+
+
+def test_training_teacher_and_suggest_load_imagenet_through_keras(standin_dir, tmp_path):
+    """The training script's teacher and `suggest --images`, both with imagenet weights from the stand-in."""
+    import tensorflow as tf
+
+    head_kwargs = {"include_top": False, "input_shape": (96, 96, 3)}
+    tail_kwargs = {"include_top": False, "input_shape": (64, 64, 3)}
+    weights_standin.write_standin(standin_dir, keras.applications.MobileNetV2, **head_kwargs)
+    weights_standin.write_standin(standin_dir, keras.applications.ResNet50, **tail_kwargs)
+    specs, out, work, images = tmp_path / "specs", tmp_path / "out", tmp_path / "work", tmp_path / "images"
+    for folder in (specs, work):
+        folder.mkdir()
+    rng = np.random.default_rng(0)
+    for label in ("left", "right"):
+        (images / label).mkdir(parents=True)
+        for i in range(6):
+            image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            tf.io.write_file(str(images / label / f"{i}.png"), tf.io.encode_png(image))
+    (specs / "pair.toml").write_text(
+        'name = "pair"\n'
+        '[head]\nsource = "keras.applications.MobileNetV2"\nweights = "imagenet"\n'
+        'kwargs = { include_top = false, input_shape = [96, 96, 3] }\ncut = "block_6_expand_relu"\n'
+        '[tail]\nsource = "keras.applications.ResNet50"\nweights = "imagenet"\n'
+        'kwargs = { include_top = false, input_shape = [64, 64, 3] }\nstart = "conv4_block1_1_conv"\n'
+        'classes = ["left", "right"]\n'
+    )
+    home = tmp_path / "keras_home"
+    result = run(stitchgen("generate", str(specs / "pair.toml"), "--output-dir", str(out)), work, standin_dir, home)
+    assert result.returncode == 0, result.stderr
+    result = run([sys.executable, str(out / "pair_port_weights.py"), "--output", "ported.weights.h5", "--verify"],
+                 work, standin_dir, home)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    result = run(
+        [sys.executable, str(out / "pair_train_adapter.py"), "--weights", "ported.weights.h5", "--data", str(images),
+         "--output", "trained.weights.h5", "--epochs", "1", "--batch-size", "4", "--val-split", "0.25"],
+        work, standin_dir, home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    assert not result.stdout.startswith("note:")  # the teacher is the pretrained tail, not a random one
+    log = json.loads((work / "trained.weights.h5.json").read_text())
+    assert log["class_names"] == ["left", "right"] and log["stages"][0]["train_distill_loss"][0] > 0
+
+    result = run(
+        stitchgen("suggest", "--head", "keras.applications.MobileNetV2", "--tail", "keras.applications.ResNet50",
+                  "--head-kwargs", json.dumps(head_kwargs), "--tail-kwargs", json.dumps(tail_kwargs),
+                  "--images", str(images), "--top", "2", "--json"),
+        work, standin_dir, home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    rows = report["pairs"]
+    assert report["ranked_by"] == "residual"
+    residuals = [row["residual"] for row in rows]
+    assert len(rows) == 2 and all(0.0 <= r < 1.0 for r in residuals), rows
