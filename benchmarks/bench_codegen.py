@@ -54,9 +54,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline, codegen = [], []
         for _ in range(args.repeats):  # interleaved, so drift hits both alike
-            baseline.append(wall([sys.executable, "-c", "import keras; keras.applications.InceptionResNetV2(weights=None)"]))
+            baseline.append(
+                wall([sys.executable, "-c", "import keras; keras.applications.InceptionResNetV2(weights=None)"])
+            )
             codegen.append(wall([sys.executable, "-m", "codegen", "generate", str(SPEC), "--output-dir", tmp]))
-        rows.append(("codegen vs import keras + build source (s)", statistics.median(codegen), statistics.median(baseline)))
+        rows.append(
+            ("codegen vs import keras + build source (s)", statistics.median(codegen), statistics.median(baseline))
+        )
 
         import keras
         import numpy as np
@@ -81,7 +85,9 @@ def main() -> None:
         for _ in range(args.repeats):
             infer_gen.append(timed(lambda: target(batch, training=False), 1))
             infer_src.append(timed(lambda: source(batch, training=False), 1))
-        rows.append(("inference, batch 8: generated vs source (s)", statistics.median(infer_gen), statistics.median(infer_src)))
+        rows.append(
+            ("inference, batch 8: generated vs source (s)", statistics.median(infer_gen), statistics.median(infer_src))
+        )
 
     print(f"InceptionResNetV2, {args.repeats} repeats, medians")
     print(f"| {'measurement':<60} | {'stitchgen':>10} | {'baseline':>10} | {'ratio':>6} |")

@@ -86,7 +86,9 @@ def accuracy(model, data) -> float:
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{result.stderr[-3000:]}")
     return result
@@ -106,7 +108,19 @@ def generate(work: Path, name: str, cut: str, start: str, kind: str) -> None:
 def stitched(work: Path, name: str, stages: str, adapter_epochs: int, head_weights: str = "head.weights.h5") -> dict:
     ported = work / f"{name}_{head_weights.split('.')[0]}_ported.weights.h5"
     if not ported.exists():
-        run([sys.executable, f"{name}_port_weights.py", "--head-weights", head_weights, "--tail-weights", "tail.weights.h5", "--output", str(ported)], work)
+        run(
+            [
+                sys.executable,
+                f"{name}_port_weights.py",
+                "--head-weights",
+                head_weights,
+                "--tail-weights",
+                "tail.weights.h5",
+                "--output",
+                str(ported),
+            ],
+            work,
+        )
     out = work / f"{name}_{stages.replace(',', '-')}_{head_weights.split('.')[0]}.weights.h5"
     run(
         [sys.executable, f"{name}_train_adapter.py", "--weights", str(ported), "--tail-weights", "tail.weights.h5",
@@ -124,7 +138,6 @@ def cached_vs_uncached(work: Path, name: str, train, repeats: int = 3) -> tuple[
 
     import keras
     import numpy as np
-
     import stitch_models
 
     spec = importlib.util.spec_from_file_location(name, work / f"{name}.py")
@@ -211,7 +224,19 @@ def main() -> None:
             row.update({stages: results[stages]["stages"][-1] for stages in PIPELINES})
             row["random head"] = control["stages"][-1]
             rows.append(row)
-            print(json.dumps({k: (v if isinstance(v, str) else {m: round(v.get(m, 0), 4) for m in ("val_accuracy", "val_agreement")}) for k, v in row.items()}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: (
+                            v
+                            if isinstance(v, str)
+                            else {m: round(v.get(m, 0), 4) for m in ("val_accuracy", "val_agreement")}
+                        )
+                        for k, v in row.items()
+                    }
+                ),
+                flush=True,
+            )
 
     # the control again with standardised head features: the `auto` adapter's input batch norm,
     # set to the calibration statistics by lstsq, against the same adapter on the trained head

@@ -41,11 +41,19 @@ def code_lines(text: str) -> int:
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body:
             first = body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 doc.update(range(first.lineno, first.end_lineno + 1))
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            if node.end_lineno - node.lineno > 3:
-                doc.update(range(node.lineno, node.end_lineno + 1))
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            and node.end_lineno - node.lineno > 3
+        ):
+            doc.update(range(node.lineno, node.end_lineno + 1))
     return sum(
         1
         for i, line in enumerate(text.splitlines(), 1)
@@ -88,7 +96,8 @@ def main() -> None:
             introspection = ModelProject.from_spec(spec).introspection
             load_t = time.perf_counter() - start  # load + introspect: the same for both styles
             projects = {
-                style: ModelProject(dataclasses.replace(spec, style=style), introspection) for style in ("flat", "factored")
+                style: ModelProject(dataclasses.replace(spec, style=style), introspection)
+                for style in ("flat", "factored")
             }
             times: dict[str, list[float]] = {"flat": [], "factored": []}
             texts: dict[str, str] = {}

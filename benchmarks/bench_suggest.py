@@ -60,9 +60,13 @@ def main() -> int:
     print("| ---: | --- | --- | --- | ---: |")
     for i, p in enumerate(pairs, 1):
         shapes = f"{tuple(p['head_shape'])} -> {tuple(p['tail_shape'])}"
-        print(f"| {i} | {p['head_cut']} {p['head_layer']} | {p['tail_start']} {p['tail_layer']} | {shapes} | {p['residual']:.4f} |")
+        print(
+            f"| {i} | {p['head_cut']} {p['head_layer']} | {p['tail_start']} {p['tail_layer']} | {shapes} | {p['residual']:.4f} |"
+        )
     distinct = len({p["residual"] for p in pairs})
-    print(f"\nwall {wall:.1f} s (target <= 120), peak {peak_gb:.2f} GB (target <= 3), {distinct} distinct residuals of {len(pairs)}")
+    print(
+        f"\nwall {wall:.1f} s (target <= 120), peak {peak_gb:.2f} GB (target <= 3), {distinct} distinct residuals of {len(pairs)}"
+    )
     return 0 if wall <= 120 and peak_gb <= 3 and distinct == len(pairs) else 1
 
 

@@ -24,8 +24,14 @@ class _Builder:
         self.calls: list[Call] = []
 
     def add(self, name: str, callee: str, args: dict, inputs, out: TensorInfo, positional=()) -> TensorRef:
-        self.ops[name] = Op(name, "input" if callee == "keras.Input" else "layer", callee, {**args, "name": name},
-                            positional=positional, class_name=callee.rsplit(".", 1)[-1])
+        self.ops[name] = Op(
+            name,
+            "input" if callee == "keras.Input" else "layer",
+            callee,
+            {**args, "name": name},
+            positional=positional,
+            class_name=callee.rsplit(".", 1)[-1],
+        )
         self.calls.append(Call(name, name, () if inputs is None else (inputs,), {}, (out,)))
         return TensorRef(name, 0)
 
@@ -40,8 +46,22 @@ def _spatial_fix(b: _Builder, prefix: str, x: TensorRef, src: tuple, dst: tuple,
         return b.add(f"{prefix}_pool", "layers.AveragePooling2D", {"pool_size": factor}, x, info, ("pool_size",))
     if h % H == 0 and w % W == 0 and h // H == w // W:
         factor = h // H
-        return b.add(f"{prefix}_upsample", "layers.UpSampling2D", {"size": factor, "interpolation": "bilinear"}, x, info, ("size",))
-    return b.add(f"{prefix}_resize", "layers.Resizing", {"height": h, "width": w, "interpolation": "bilinear"}, x, info, ("height", "width"))
+        return b.add(
+            f"{prefix}_upsample",
+            "layers.UpSampling2D",
+            {"size": factor, "interpolation": "bilinear"},
+            x,
+            info,
+            ("size",),
+        )
+    return b.add(
+        f"{prefix}_resize",
+        "layers.Resizing",
+        {"height": h, "width": w, "interpolation": "bilinear"},
+        x,
+        info,
+        ("height", "width"),
+    )
 
 
 def design_adapter(
@@ -69,19 +89,37 @@ def design_adapter(
             y = _spatial_fix(b, prefix, y, head.shape[1:3], target.shape[1:3], head.shape[-1])
             if kind == "conv":
                 mid = TensorInfo(target.shape[:-1] + (channels,), "float32")
-                y = b.add(f"{prefix}_conv3x3", "layers.Conv2D", {"filters": channels, "kernel_size": 3, "padding": "same", "use_bias": False}, y, mid, ("filters", "kernel_size"))
+                y = b.add(
+                    f"{prefix}_conv3x3",
+                    "layers.Conv2D",
+                    {"filters": channels, "kernel_size": 3, "padding": "same", "use_bias": False},
+                    y,
+                    mid,
+                    ("filters", "kernel_size"),
+                )
                 y = b.add(f"{prefix}_conv_bn", "layers.BatchNormalization", {}, y, mid)
                 y = b.add(f"{prefix}_conv_relu", "layers.ReLU", {}, y, mid)
-            y = b.add(f"{prefix}_conv", "layers.Conv2D", {"filters": channels, "kernel_size": 1}, y, target, ("filters", "kernel_size"))
+            y = b.add(
+                f"{prefix}_conv",
+                "layers.Conv2D",
+                {"filters": channels, "kernel_size": 1},
+                y,
+                target,
+                ("filters", "kernel_size"),
+            )
         elif head_rank == 3 and t_rank == 1:
             pooled = TensorInfo((None, head.shape[-1]), "float32")
             y = b.add(f"{prefix}_pool", "layers.GlobalAveragePooling2D", {}, y, pooled)
             if kind == "conv":
-                y = b.add(f"{prefix}_hidden", "layers.Dense", {"units": channels, "activation": "relu"}, y, target, ("units",))
+                y = b.add(
+                    f"{prefix}_hidden", "layers.Dense", {"units": channels, "activation": "relu"}, y, target, ("units",)
+                )
             y = b.add(f"{prefix}_dense", "layers.Dense", {"units": channels}, y, target, ("units",))
         elif head_rank == 1 and t_rank == 1:
             if kind == "conv":
-                y = b.add(f"{prefix}_hidden", "layers.Dense", {"units": channels, "activation": "relu"}, y, target, ("units",))
+                y = b.add(
+                    f"{prefix}_hidden", "layers.Dense", {"units": channels, "activation": "relu"}, y, target, ("units",)
+                )
             y = b.add(f"{prefix}_dense", "layers.Dense", {"units": channels}, y, target, ("units",))
         else:
             raise StitchgenError(

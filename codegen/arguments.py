@@ -87,7 +87,7 @@ def reduced_keys(cls: type, config: dict[str, Any]) -> tuple[str, ...]:
             if not wrong:
                 break
             keep |= wrong
-    except Exception:  # a class that cannot be probed keeps every argument
+    except Exception:  # noqa: BLE001 - a class that cannot be probed keeps every argument
         keep = set(keys)
     result = tuple(k for k in keys if k in keep)
     _cache[cache_key] = result

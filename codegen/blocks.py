@@ -161,6 +161,7 @@ def _block(graph: Graph, calls: list[Call], stem: str | None, consumers, outputs
         TensorRef(c.id, i)
         for c in calls
         for i in range(len(c.outputs))
-        if TensorRef(c.id, i) in outputs or consumers.get(TensorRef(c.id, i), 0) > used_inside.get(TensorRef(c.id, i), 0)
+        if TensorRef(c.id, i) in outputs
+        or consumers.get(TensorRef(c.id, i), 0) > used_inside.get(TensorRef(c.id, i), 0)
     ]
     return Block(calls, stem, ins, outs)

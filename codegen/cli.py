@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,13 +70,26 @@ def _shape(shape: tuple) -> str:
 
 @main.command()
 @click.argument("model")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Constructor arguments as JSON, e.g. '{\"input_shape\": [224, 224, 3]}'.")
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    metavar="JSON",
+    help="Constructor arguments as JSON, e.g. '{\"input_shape\": [224, 224, 3]}'.",
+)
 @click.option("--cuts", is_flag=True, help="List only the single-tensor cut points, with shape and stride.")
-@click.option("--frontier", "frontier_at", metavar="POS", help="Print the tensors crossing a cut at POS (index or layer name).")
+@click.option(
+    "--frontier", "frontier_at", metavar="POS", help="Print the tensors crossing a cut at POS (index or layer name)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--plot", metavar="FILE", help="Also draw the model to FILE (.svg or .png), valid cut points marked (needs Graphviz).")
+@click.option(
+    "--plot",
+    metavar="FILE",
+    help="Also draw the model to FILE (.svg or .png), valid cut points marked (needs Graphviz).",
+)
 @user_errors
-def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | None, as_json: bool, plot: str | None) -> None:
+def inspect(
+    model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | None, as_json: bool, plot: str | None
+) -> None:
     """Print one row per layer of MODEL: index, name, class, output shape, params.
 
     MODEL is keras.applications.NAME, a .keras/.h5 file, module:function, or a
@@ -102,15 +114,25 @@ def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | 
             raise StitchgenError(str(exc)) from None
         crossing = analysis.frontier(position)
         rows = [
-            {"tensor": c.producer, "output_index": c.ref.index, "shape": list(c.info.shape), "dtype": c.info.dtype, "produced_at": c.position}
+            {
+                "tensor": c.producer,
+                "output_index": c.ref.index,
+                "shape": list(c.info.shape),
+                "dtype": c.info.dtype,
+                "produced_at": c.position,
+            }
             for c in crossing
         ]
         if as_json:
-            click.echo(json.dumps({"position": position, "layer": analysis.layers[position].name, "frontier": rows}, indent=2))
+            click.echo(
+                json.dumps({"position": position, "layer": analysis.layers[position].name, "frontier": rows}, indent=2)
+            )
             return
         click.echo(f"frontier after layer {position} ({analysis.layers[position].name}): {len(rows)} tensor(s)")
         for row in rows:
-            click.echo(f"  {row['tensor']:<32} {_shape(tuple(row['shape'])):<22} produced at layer {row['produced_at']}")
+            click.echo(
+                f"  {row['tensor']:<32} {_shape(tuple(row['shape'])):<22} produced at layer {row['produced_at']}"
+            )
         return
 
     sizes = analysis.frontier_sizes()
@@ -153,7 +175,9 @@ def inspect(model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff if a file is stale or was edited by hand.")
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 with a diff if a file is stale or was edited by hand."
+)
 @click.option(
     "--style",
     type=click.Choice(["factored", "flat"]),
@@ -185,8 +209,12 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of Markdown.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report to this file instead of stdout.")
-@click.option("--repeats", type=click.IntRange(0), default=10, show_default=True, help="Timed runs per part (0: skip timing).")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="The larger batch timed besides batch 1.")
+@click.option(
+    "--repeats", type=click.IntRange(0), default=10, show_default=True, help="Timed runs per part (0: skip timing)."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=8, show_default=True, help="The larger batch timed besides batch 1."
+)
 @click.option("--diagram", metavar="PREFIX", help="Also draw the hybrid to PREFIX.svg and PREFIX.png (needs Graphviz).")
 @user_errors
 def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int, diagram: str | None) -> None:
@@ -213,7 +241,9 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
                 click.echo(f"wrote {render(dot, Path(diagram + suffix))}", err=True)
     else:
         if diagram:
-            raise StitchgenError("--diagram draws a stitched hybrid; for one model use stitchgen inspect MODEL --plot FILE")
+            raise StitchgenError(
+                "--diagram draws a stitched hybrid; for one model use stitchgen inspect MODEL --plot FILE"
+            )
         result = model_report(ModelProject.from_spec(loaded), repeats, batch_size)
     text = json.dumps(result, indent=2) + "\n" if as_json else render_markdown(result)
     if output:
@@ -246,7 +276,9 @@ def export_command(spec: str, weights: str, output_dir: str | None) -> None:
     verbose = click.get_current_context().find_root().params.get("verbose", False)
     result = export(StitchProject.from_spec(loaded), Path(weights), out, verbose=verbose)
     click.echo(f"wrote {result.phone_float32}, {result.phone_int8}, {result.server}")
-    click.echo(f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)")
+    click.echo(
+        f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)"
+    )
 
 
 def _weighted_model(source, weights: str):
@@ -290,9 +322,17 @@ def _preprocess_function(source) -> Callable:
 @click.option("--tail", "tail_model", required=True, metavar="MODEL", help="The network to take the tail from.")
 @click.option("--head-kwargs", metavar="JSON", help="Constructor arguments of the head network.")
 @click.option("--tail-kwargs", metavar="JSON", help="Constructor arguments of the tail network.")
-@click.option("--images", type=click.Path(exists=True), help="Calibration images (a directory or .npz): rank by least-squares residual.")
-@click.option("--head-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none.")
-@click.option("--tail-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none.")
+@click.option(
+    "--images",
+    type=click.Path(exists=True),
+    help="Calibration images (a directory or .npz): rank by least-squares residual.",
+)
+@click.option(
+    "--head-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none."
+)
+@click.option(
+    "--tail-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none."
+)
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many pairs to print.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
@@ -311,7 +351,9 @@ def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weigh
     tail_source = _model_source(tail_model, tail_kwargs, "--tail-kwargs")
     head_net = _weighted_model(head_source, head_weights if images else "none")
     head = CutAnalysis(introspect(head_net, custom_objects(head_source)).graph)
-    found = candidates(head, CutAnalysis(introspect(_weighted_model(tail_source, "none"), custom_objects(tail_source)).graph))
+    found = candidates(
+        head, CutAnalysis(introspect(_weighted_model(tail_source, "none"), custom_objects(tail_source)).graph)
+    )
     if not found:
         raise StitchgenError("no pair of single-tensor spatial cuts found between these two networks")
     ranked = spread(rank(found), top)
@@ -333,7 +375,9 @@ def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weigh
     if as_json:
         click.echo(json.dumps({"ranked_by": "residual" if images else "shape", "pairs": rows}, indent=2))
         return
-    click.echo(f"{'rank':>4}  {'head cut':<28} {'tail start':<28} {'head -> tail':<30} {'penalty':>7} {'bytes f32':>11} {'head MACs':>14} {'residual':>9}")
+    click.echo(
+        f"{'rank':>4}  {'head cut':<28} {'tail start':<28} {'head -> tail':<30} {'penalty':>7} {'bytes f32':>11} {'head MACs':>14} {'residual':>9}"
+    )
     for i, r in enumerate(rows, start=1):
         shapes = f"{tuple(r['head_shape'])} -> {tuple(r['tail_shape'])}"
         residual = "-" if r["residual"] is None else f"{r['residual']:.4f}"

@@ -91,7 +91,7 @@ class CutAnalysis:
         import difflib
 
         if isinstance(cut, bool):
-            raise ValueError(f"cut {cut!r} must be a layer index or name")
+            raise ValueError(f"cut {cut!r} must be a layer index or name")  # noqa: TRY004 - callers catch ValueError
         if isinstance(cut, int):
             if not 0 <= cut < self.size:
                 raise ValueError(f"layer index {cut} is out of range: the model has layers 0 to {self.size - 1}")

@@ -57,12 +57,7 @@ def _part(
     for block in blocks:
         classes = tuple(graph.ops[c.op].class_name for c in block.calls)
         last = groups[-1] if groups else None
-        if (
-            last is not None
-            and len(block.calls) > 1
-            and last[0][1] == classes
-            and block.inputs == last[-1][0].outputs
-        ):
+        if last is not None and len(block.calls) > 1 and last[0][1] == classes and block.inputs == last[-1][0].outputs:
             last.append((block, classes))
         else:
             groups.append([(block, classes)])
@@ -104,18 +99,31 @@ def _part(
 def hybrid_dot(project) -> str:
     """Head, adapter and tail as coloured clusters; the frontier tensors as labelled edges."""
     b = _Builder()
-    b.lines += [f"digraph {quote(project.spec.name)} {{", "    rankdir=TB;", '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];', '    edge [fontname="Helvetica", fontsize=9];']
+    b.lines += [
+        f"digraph {quote(project.spec.name)} {{",
+        "    rankdir=TB;",
+        '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+        '    edge [fontname="Helvetica", fontsize=9];',
+    ]
     parts = {}
     for part, graph in (("head", project.head_graph), ("adapter", project.adapter_graph), ("tail", project.tail_graph)):
         b.lines.append(f"  subgraph cluster_{part} {{")
-        b.lines.append(f"    label={quote(part)}; style=filled; color={quote(COLOURS[part])}; fillcolor={quote(COLOURS[part])};")
+        b.lines.append(
+            f"    label={quote(part)}; style=filled; color={quote(COLOURS[part])}; fillcolor={quote(COLOURS[part])};"
+        )
         b.lines.append('    node [fillcolor="white"];')
         parts[part] = _part(b, graph, collapse=part != "adapter")
         b.lines.append("  }")
     head_out = tensor_refs(project.head_graph.outputs)[0]
     adapter_in = next(iter(parts["adapter"][1].values()))
     info = project.head_crossing.info
-    b.edge(parts["head"][0][head_out], adapter_in, f"{project.head_crossing.producer} {_shape(info)}", color="#1c7ed6", penwidth="2")
+    b.edge(
+        parts["head"][0][head_out],
+        adapter_in,
+        f"{project.head_crossing.producer} {_shape(info)}",
+        color="#1c7ed6",
+        penwidth="2",
+    )
     adapter_outs = tensor_refs(project.adapter_graph.outputs)
     tail_inputs = [c for c in project.tail_graph.calls if project.tail_graph.ops[c.op].kind == "input"]
     for ref, call, crossing in zip(adapter_outs, tail_inputs, project.tail_crossings):
@@ -129,7 +137,11 @@ def hybrid_dot(project) -> str:
 def model_dot(graph: Graph, cut_producers: set[str]) -> str:
     """One model, blocks collapsed, the layers after which a single tensor crosses marked."""
     b = _Builder()
-    b.lines += [f"digraph {quote(graph.name)} {{", "    rankdir=TB;", '    node [shape=box, style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize=10];']
+    b.lines += [
+        f"digraph {quote(graph.name)} {{",
+        "    rankdir=TB;",
+        '    node [shape=box, style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize=10];',
+    ]
     _part(b, graph, cut_producers)
     b.lines.append("}")
     return "\n".join(b.lines) + "\n"

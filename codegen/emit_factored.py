@@ -203,7 +203,9 @@ class FactoredEmitter(GraphEmitter):
             instances = [m[3] for m in members]
             hint = pattern_name(instances[0].steps)
             helper = self._module_names.name(hint if hint not in self._block_params else hint + "_layers")
-            motif = parameterize("chain", instances, [i.steps[0].name for i in instances], _param_names(self._module_names))
+            motif = parameterize(
+                "chain", instances, [i.steps[0].name for i in instances], _param_names(self._module_names)
+            )
             motif.helper = helper
             motifs.append(motif)
             for seq_index, start, end, inst in members:
@@ -343,7 +345,11 @@ def _with_loops(items: list[Item]) -> list[Item]:
         run = [item]
         while k + len(run) < len(items):
             nxt = items[k + len(run)]
-            if not (isinstance(nxt, CallItem) and nxt.motif is item.motif and nxt.instance.inputs == run[-1].instance.outputs):
+            if not (
+                isinstance(nxt, CallItem)
+                and nxt.motif is item.motif
+                and nxt.instance.inputs == run[-1].instance.outputs
+            ):
                 break
             run.append(nxt)
         loop = None
@@ -520,4 +526,3 @@ def _hint(item: Item, ref: TensorRef) -> str:
             return "branch_" + rest.split("_", 1)[0]
         return to_identifier(stem)
     return item.motif.helper
-

@@ -171,7 +171,9 @@ def export(
 
         x = np.random.default_rng(seed).standard_normal((2,) + tuple(module.INPUT_SHAPE)).astype("float32")
         expected = phone(x, training=False)
-        expected = [keras.ops.convert_to_numpy(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+        expected = [
+            keras.ops.convert_to_numpy(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])
+        ]
         diffs = [_max_diff(tflite_outputs(content, x), expected) for content in (float32, int8)]
         if not diffs[0] <= tolerance:
             raise ExportMismatch(
@@ -179,7 +181,11 @@ def export(
             )
         with _captured_output(verbose):
             server.save(staging / "server.keras")
-        paths = (out_dir / f"{name}_phone.tflite", out_dir / f"{name}_phone_int8.tflite", out_dir / f"{name}_server.keras")
+        paths = (
+            out_dir / f"{name}_phone.tflite",
+            out_dir / f"{name}_phone_int8.tflite",
+            out_dir / f"{name}_server.keras",
+        )
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             moves = []

@@ -268,15 +268,14 @@ def _keras_op(op: Any) -> Op:
         )
     try:
         config = dict(op.get_config())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's op may raise anything
         raise StitchgenError(f"operation {op.name!r} ({cls.__name__}) cannot be serialized: {exc}") from None
     config.pop("name", None)
     params = inspect.signature(getattr(kops, fn_name)).parameters
     args = {}
     for key, value in config.items():
-        if key in params and params[key].default is not inspect.Parameter.empty:
-            if _same(params[key].default, value):
-                continue
+        if key in params and params[key].default is not inspect.Parameter.empty and _same(params[key].default, value):
+            continue
         args[key] = value
     return Op(op.name, "op", f"ops.{fn_name}", args, class_name=cls.__name__)
 

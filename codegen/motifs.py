@@ -200,9 +200,7 @@ def parameterize(kind: str, instances: list[Instance], stems: list[Name | None],
     params: list[Param] = []
     slot_params: list[tuple[int, str, str]] = []  # (step, key, parameter)
     use_stem = all(s is not None for s in stems) and all(
-        step.name is None or fits(step.name, s)
-        for inst, s in zip(instances, stems)
-        for step in inst.steps
+        step.name is None or fits(step.name, s) for inst, s in zip(instances, stems) for step in inst.steps
     )
     duplicate_keys = _varying_key_counts(instances)
     for j, template in enumerate(first.steps):

@@ -40,7 +40,9 @@ def check_preprocess(path: str, where: str) -> str:
     try:
         function = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        raise StitchgenError(f"{where} preprocess {path!r} cannot be imported; give a dotted function path or \"none\"") from None
+        raise StitchgenError(
+            f'{where} preprocess {path!r} cannot be imported; give a dotted function path or "none"'
+        ) from None
     if not callable(function):
         raise StitchgenError(f"{where} preprocess {path!r} is not a function")
     return path

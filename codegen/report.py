@@ -77,7 +77,9 @@ def stitch_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
     parts = [
         _part_row("head", head, project.head_graph, list(module.HEAD_OUTPUT_SHAPE), batch, repeats),
         # the adapter's IR is designed from shapes, without weights: cost the built model instead
-        _part_row("adapter", adapter, introspect(adapter).graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats),
+        _part_row(
+            "adapter", adapter, introspect(adapter).graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats
+        ),
         _part_row("tail", tail, project.tail_graph, tail_out[0] if len(tail_out) == 1 else tail_out, batch, repeats),
     ]
     crossing = project.head_crossing
@@ -131,15 +133,27 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {_n(row['output_shape'])} | {_n(row['latency_ms_batch_1'])} | {_n(row[f'latency_ms_batch_{batch}'])} |"
         )
     if report["bytes_at_cut"]:
-        lines += ["", "Bytes per image crossing the cut:", "", "| tensor | shape | float32 | float16 | int8 |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "Bytes per image crossing the cut:",
+            "",
+            "| tensor | shape | float32 | float16 | int8 |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
         for row in report["bytes_at_cut"]:
-            lines.append(f"| {row['tensor']} | {_n(row['shape'])} | {_n(row['float32'])} | {_n(row['float16'])} | {_n(row['int8'])} |")
+            lines.append(
+                f"| {row['tensor']} | {_n(row['shape'])} | {_n(row['float32'])} | {_n(row['float16'])} | {_n(row['int8'])} |"
+            )
     lines += [
         "",
-        "MACs: multiply-accumulates per image from layer shapes (convolutions of every kind and dense layers: "
-        "output positions x kernel size; pooling: one per window element; other layers 0).",
-        f"Latency: median of {report['repeats']} runs after 2 warm-up runs, random inputs, on {report['machine']}."
-        if report["repeats"]
-        else "Latency: not measured (--repeats 0).",
+        (
+            "MACs: multiply-accumulates per image from layer shapes (convolutions of every kind and dense layers: "
+            "output positions x kernel size; pooling: one per window element; other layers 0)."
+        ),
+        (
+            f"Latency: median of {report['repeats']} runs after 2 warm-up runs, random inputs, on {report['machine']}."
+            if report["repeats"]
+            else "Latency: not measured (--repeats 0)."
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -95,7 +95,9 @@ def check_name(name: Any, spec_path: Path | None) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or keyword.iskeyword(name):
         raise _fail(spec_path, f"name {name!r} must be a lowercase Python module name such as 'my_model'")
     if name in _SHADOWING:
-        raise _fail(spec_path, f"name {name!r} would shadow the {name!r} module the generated files import; pick another")
+        raise _fail(
+            spec_path, f"name {name!r} would shadow the {name!r} module the generated files import; pick another"
+        )
     return name
 
 
@@ -120,11 +122,14 @@ def parse_source(
         raise _fail(spec_path, f"{where} kwargs must be a table, e.g. kwargs = {{ input_shape = [224, 224, 3] }}")
     if "weights" in kwargs:
         raise _fail(spec_path, f"{where} put weights in its own key (weights = ...), not in kwargs")
-    if isinstance(custom_objects, str) or not isinstance(custom_objects, (list, tuple)) or not all(
-        isinstance(c, str) and _OBJECT_RE.fullmatch(c) for c in custom_objects
+    if (
+        isinstance(custom_objects, str)
+        or not isinstance(custom_objects, (list, tuple))
+        or not all(isinstance(c, str) and _OBJECT_RE.fullmatch(c) for c in custom_objects)
     ):
         raise _fail(
-            spec_path, f"{where} custom_objects must be a list of 'package.module:Class' strings; got {custom_objects!r}"
+            spec_path,
+            f"{where} custom_objects must be a list of 'package.module:Class' strings; got {custom_objects!r}",
         )
 
     if source.startswith("keras.applications."):
@@ -155,9 +160,9 @@ def parse_source(
     if not isinstance(weights, str) or not weights:
         raise _fail(spec_path, f"{where} weights must be a string: imagenet, none, or a weights file")
     if weights == "imagenet" and kind != "application":
-        raise _fail(spec_path, f"{where} weights \"imagenet\" exist only for keras.applications sources")
+        raise _fail(spec_path, f'{where} weights "imagenet" exist only for keras.applications sources')
     if weights == "saved" and kind != "file":
-        raise _fail(spec_path, f"{where} weights \"saved\" means the weights inside a .keras/.h5 source file")
+        raise _fail(spec_path, f'{where} weights "saved" means the weights inside a .keras/.h5 source file')
     if weights not in WEIGHT_KEYWORDS and not (base_dir / weights).is_file():
         raise _fail(
             spec_path,
@@ -172,7 +177,7 @@ def _source_table(table: Any, where: str, spec_path: Path, extra: tuple[str, ...
         raise _fail(spec_path, f"{where} must be a table")
     _check_keys(table, ("source", "kwargs", "weights", "custom_objects") + extra, where, spec_path)
     if "source" not in table:
-        raise _fail(spec_path, f"{where} needs a source, e.g. source = \"keras.applications.MobileNet\"")
+        raise _fail(spec_path, f'{where} needs a source, e.g. source = "keras.applications.MobileNet"')
     return parse_source(
         table["source"],
         kwargs=table.get("kwargs"),
@@ -288,7 +293,7 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     _check_keys(adapter, ("kind", "trainable", "side"), "[adapter]", spec_path)
     side = adapter.get("side", "server")
     if side not in ("server", "phone"):
-        raise _fail(spec_path, f"[adapter] side {side!r} must be \"server\" (with the tail) or \"phone\" (with the head)")
+        raise _fail(spec_path, f'[adapter] side {side!r} must be "server" (with the tail) or "phone" (with the head)')
     kind = adapter.get("kind", "auto")
     if kind not in KINDS:
         raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
@@ -330,7 +335,7 @@ def load_spec(
         return dataclasses.replace(stitch, declared_style=data.get("style", "factored"), output_dir_given=given)
     _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
     if "name" not in data:
-        raise _fail(spec_path, "the spec needs a name, e.g. name = \"my_model\"")
+        raise _fail(spec_path, 'the spec needs a name, e.g. name = "my_model"')
     if "model" not in data:
         raise _fail(spec_path, "the spec needs a [model] table")
     name = check_name(data["name"], spec_path)

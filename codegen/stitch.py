@@ -148,7 +148,18 @@ class StitchProject:
         if clash:
             raise StitchgenError(f"source layers named {sorted(clash)} clash with the adapter's layer names")
         return cls(
-            spec, head, tail, head_graph, tail_graph, adapter, cut, start, crossing[0], tail_crossings, renamed, classifier
+            spec,
+            head,
+            tail,
+            head_graph,
+            tail_graph,
+            adapter,
+            cut,
+            start,
+            crossing[0],
+            tail_crossings,
+            renamed,
+            classifier,
         )
 
     def files(self) -> dict[str, str]:
@@ -194,7 +205,9 @@ class StitchProject:
     def _common(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "head_doc": doc_text(f"{self.spec.head.describe()} layers 0..{self.cut} ({self.head.analysis.layers[self.cut].name})"),
+            "head_doc": doc_text(
+                f"{self.spec.head.describe()} layers 0..{self.cut} ({self.head.analysis.layers[self.cut].name})"
+            ),
             "tail_doc": doc_text(
                 f"{self.spec.tail.describe()} layers {self.start}.. ({self.tail.analysis.layers[self.start].name})"
             ),
@@ -225,7 +238,16 @@ class StitchProject:
 
     def _build_hybrid_module(self) -> str:
         module_names = Namespace(
-            reserved={"keras", "layers", "ops", "head_layers", "adapter_layers", "tail_layers", "_name_op", "_set_trainable"}
+            reserved={
+                "keras",
+                "layers",
+                "ops",
+                "head_layers",
+                "adapter_layers",
+                "tail_layers",
+                "_name_op",
+                "_set_trainable",
+            }
         )
         for fn in ("build_head", "build_adapter", "build_tail", "build_model"):
             module_names.reserve(fn)
@@ -255,7 +277,8 @@ class StitchProject:
         if emitted.uses_ops:
             imports.add("from keras import ops")
         tail_inputs = [
-            render_call("keras.Input", (), {"shape": self.tail_graph.ops[p].args["shape"], "name": p}) for p in tail_params
+            render_call("keras.Input", (), {"shape": self.tail_graph.ops[p].args["shape"], "name": p})
+            for p in tail_params
         ]
         text = render_template(
             "hybrid.py.jinja",
@@ -276,7 +299,9 @@ class StitchProject:
             helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
             functions=helpers + nested + parts,
             input_call=render_call(
-                "keras.Input", (), {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": Expr("INPUT_SHAPE")}
+                "keras.Input",
+                (),
+                {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": Expr("INPUT_SHAPE")},
             ),
             tail_inputs=tail_inputs,
             name_literal=render(self.spec.name),

@@ -178,11 +178,19 @@ def residuals(chosen: list[Candidate], head_model, tail_model, batches, progress
         tails = dict(zip(tail_names, _as_list(tail_probe(tail_x, training=False))))
         for k, c in enumerate(chosen):
             target = keras.ops.convert_to_numpy(tails[c.tail_tensor]).astype("float64")
-            z = keras.ops.convert_to_numpy(_spatial_fix(heads[c.head_tensor], tuple(target.shape[1:3]))).astype("float64")
+            z = keras.ops.convert_to_numpy(_spatial_fix(heads[c.head_tensor], tuple(target.shape[1:3]))).astype(
+                "float64"
+            )
             z = np.concatenate([z.reshape(-1, z.shape[-1]), np.ones((z.shape[0] * z.shape[1] * z.shape[2], 1))], axis=1)
             t = target.reshape(-1, target.shape[-1])
             if k not in sums:
-                sums[k] = [np.zeros((z.shape[1], z.shape[1])), np.zeros((z.shape[1], t.shape[1])), 0.0, np.zeros(t.shape[1]), 0]
+                sums[k] = [
+                    np.zeros((z.shape[1], z.shape[1])),
+                    np.zeros((z.shape[1], t.shape[1])),
+                    0.0,
+                    np.zeros(t.shape[1]),
+                    0,
+                ]
             acc = sums[k]
             acc[0] += z.T @ z
             acc[1] += z.T @ t

@@ -51,7 +51,11 @@ def nested_models():
     inner_in = keras.Input((8,), name="inner_in")
     inner = keras.Model(inner_in, layers.Dense(4, name="inner_dense")(inner_in), name="encoder")
     seq = keras.Sequential(
-        [keras.Input((4,)), layers.Dense(5, activation="tanh", name="seq_dense"), layers.BatchNormalization(name="seq_bn")],
+        [
+            keras.Input((4,)),
+            layers.Dense(5, activation="tanh", name="seq_dense"),
+            layers.BatchNormalization(name="seq_bn"),
+        ],
         name="head",
     )
     inp = keras.Input((8,), name="features")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
 
-from codegen.emit import STYLES
 from codegen.costs import graph_cost
+from codegen.emit import STYLES
 from codegen.introspect import introspect
 from codegen.load import load_model
 from codegen.project import ModelProject

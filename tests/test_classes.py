@@ -100,9 +100,14 @@ def test_the_port_leaves_the_new_classifier_initialised(colours):
     hybrid.load_weights(colours / "ported.weights.h5")
     source = models_for_tests.tiny_tail()
     source.load_weights(colours / "tail.weights.h5")
-    np.testing.assert_array_equal(hybrid.get_layer("t_conv2").get_weights()[0], source.get_layer("t_conv2").get_weights()[0])
+    np.testing.assert_array_equal(
+        hybrid.get_layer("t_conv2").get_weights()[0], source.get_layer("t_conv2").get_weights()[0]
+    )
     assert not np.array_equal(hybrid.get_layer("t_pred").get_weights()[0], source.get_layer("t_pred").get_weights()[0])
-    assert "t_pred" not in (colours / "colours_port_weights.py").read_text().split("LAYER_MAP = (")[1].split(")\n# fmt: on")[0]
+    assert (
+        "t_pred"
+        not in (colours / "colours_port_weights.py").read_text().split("LAYER_MAP = (")[1].split(")\n# fmt: on")[0]
+    )
 
 
 def test_training_on_user_classes_beats_chance_on_held_out_images(colours, tmp_path):
@@ -156,9 +161,9 @@ def test_a_tail_without_a_top_gets_one(tmp_path):
     spec.write_text(
         'name = "features"\n'
         '[head]\nsource = "keras.applications.MobileNet"\nweights = "none"\n'
-        "kwargs = { include_top = false, input_shape = [32, 32, 3] }\ncut = \"conv_pw_2_relu\"\n"
+        'kwargs = { include_top = false, input_shape = [32, 32, 3] }\ncut = "conv_pw_2_relu"\n'
         '[tail]\nsource = "keras.applications.MobileNet"\nweights = "none"\n'
-        "kwargs = { include_top = false, input_shape = [32, 32, 3] }\nstart = \"conv_pad_4\"\nclasses = 5\n"
+        'kwargs = { include_top = false, input_shape = [32, 32, 3] }\nstart = "conv_pad_4"\nclasses = 5\n'
     )
     out = tmp_path / "out"
     result = run_cli("generate", str(spec), "--output-dir", str(out), cwd=tmp_path)

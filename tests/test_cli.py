@@ -35,11 +35,20 @@ GOOD = 'name = "tiny"\n[model]\nsource = "models_for_tests:shared_layers"\n'
     "text, fragments",
     [
         ('name = "tiny"\ncolour = 1\n[model]\nsource = "models_for_tests:shared_layers"\n', ["unknown key 'colour'"]),
-        ('name = "tiny"\n[model]\nsource = "models_for_tests:shared_layers"\nweight = "none"\n', ["unknown key 'weight'", "did you mean 'weights'"]),
+        (
+            'name = "tiny"\n[model]\nsource = "models_for_tests:shared_layers"\nweight = "none"\n',
+            ["unknown key 'weight'", "did you mean 'weights'"],
+        ),
         ('name = "Not A Module"\n[model]\nsource = "models_for_tests:shared_layers"\n', ["name 'Not A Module'"]),
-        ('name = "tiny"\n[model]\nsource = "keras.applications.MobileNetV5"\n', ["no model 'MobileNetV5'", "MobileNet"]),
+        (
+            'name = "tiny"\n[model]\nsource = "keras.applications.MobileNetV5"\n',
+            ["no model 'MobileNetV5'", "MobileNet"],
+        ),
         ('name = "tiny"\n[model]\nsource = "missing.keras"\n', ["does not exist"]),
-        ('name = "tiny"\n[model]\nsource = "models_for_tests:with_lambda"\n', ["Lambda layer", "register_keras_serializable"]),
+        (
+            'name = "tiny"\n[model]\nsource = "models_for_tests:with_lambda"\n',
+            ["Lambda layer", "register_keras_serializable"],
+        ),
         ('name = "tiny"\n[model]\nsource = "models_for_tests:subclassed"\n', ["subclassed model"]),
         ('name = "tiny"\n[model]\nsource = "models_for_tests:no_such_builder"\n', ["has no builder 'no_such_builder'"]),
         ('name = "tiny"\n[model\n', ["not valid TOML"]),
@@ -77,7 +86,9 @@ def test_generate_then_check(tmp_path):
     result = run_cli("generate", str(spec), "--check")
     assert result.returncode == 1
     assert "edited by hand" in result.stderr
-    assert any(line.startswith("-") and 'layers.Dense(6, name="renamed")' in line for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("-") and 'layers.Dense(6, name="renamed")' in line for line in result.stdout.splitlines()
+    )
     assert module.read_text() == edited
 
     # a stale (but untouched) file is reported as stale

@@ -8,8 +8,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-
 from helpers import import_path, randomize_weights, run_cli
 from test_train import SPEC as TINY_SPEC
 
@@ -41,7 +39,14 @@ def test_export_phone_and_server_sides(tmp_path, side):
     hybrid.save_weights(tmp_path / "hybrid.weights.h5")
 
     out = tmp_path / "export"
-    result = run_cli("export", str(tmp_path / "tiny.toml"), "--weights", str(tmp_path / "hybrid.weights.h5"), "--output-dir", str(out))
+    result = run_cli(
+        "export",
+        str(tmp_path / "tiny.toml"),
+        "--weights",
+        str(tmp_path / "hybrid.weights.h5"),
+        "--output-dir",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max abs diff" in result.stdout
 
@@ -85,7 +90,14 @@ def test_export_in_a_fresh_process_with_file_modes_and_nothing_left_on_failure(t
     randomize_weights(hybrid, seed=5)
     hybrid.save_weights(tmp_path / "hybrid.weights.h5")
     out = tmp_path / "new" / "export"
-    result = run_cli("export", str(tmp_path / "tiny.toml"), "--weights", str(tmp_path / "hybrid.weights.h5"), "--output-dir", str(out))
+    result = run_cli(
+        "export",
+        str(tmp_path / "tiny.toml"),
+        "--weights",
+        str(tmp_path / "hybrid.weights.h5"),
+        "--output-dir",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == "", result.stderr  # no converter log, no TensorFlow start-up lines
     for name in ("tiny_phone.tflite", "tiny_phone_int8.tflite", "tiny_server.keras"):
@@ -95,7 +107,14 @@ def test_export_in_a_fresh_process_with_file_modes_and_nothing_left_on_failure(t
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="unrelated")])
     other.save_weights(tmp_path / "wrong.weights.h5")
     failed = tmp_path / "never" / "made"
-    result = run_cli("export", str(tmp_path / "tiny.toml"), "--weights", str(tmp_path / "wrong.weights.h5"), "--output-dir", str(failed))
+    result = run_cli(
+        "export",
+        str(tmp_path / "tiny.toml"),
+        "--weights",
+        str(tmp_path / "wrong.weights.h5"),
+        "--output-dir",
+        str(failed),
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr

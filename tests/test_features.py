@@ -74,7 +74,7 @@ def test_custom_layer_source_is_emitted_and_strings_stay_literals(tmp_path):
     tree = ast.parse(text)
     classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
     assert {"Tagged", "Unregistered"} <= classes
-    assert "register_keras_serializable(package=\"stitchgen_tests\", name=\"Tagged\")" in text
+    assert 'register_keras_serializable(package="stitchgen_tests", name="Tagged")' in text
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     assert models_for_tests.TRICKY in strings  # survived as one exact literal
     assert "import models_for_tests" not in text  # the user's module is not needed

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-BUILDERS = '''
+BUILDERS = """
 import keras
 
 
@@ -39,7 +39,7 @@ class Odd(keras.layers.Layer):
 def odd(key="v"):
     inputs = keras.Input((4,), name="x")
     return keras.Model(inputs, Odd(key=key, name="odd")(inputs))
-'''
+"""
 
 MOBILENET = 'source = "keras.applications.MobileNet"\nweights = "none"\n'
 CASES = {
@@ -87,7 +87,7 @@ def test_model_tables_that_cannot_build_are_one_line(places, case):
 
 
 def test_deeply_nested_toml_is_one_line(places):
-    specs, out, work = places
+    specs, _, work = places
     (specs / "deep.toml").write_text('name = "deep"\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
     assert "nested too deeply" in one_error_line(run_cli("generate", str(specs / "deep.toml"), cwd=work))
 
@@ -104,7 +104,7 @@ def test_check_on_a_file_that_is_not_utf8_says_so_and_writes_nothing(places):
 
 
 def test_plot_under_a_path_whose_parent_is_a_file(places):
-    specs, out, work = places
+    specs, _, work = places
     (work / "afile").write_text("mine")
     line = one_error_line(run_cli("inspect", "builders:small", "--plot", "afile/x.svg", cwd=work, extra_paths=(specs,)))
     assert "cannot write 'afile/x.svg'" in line, line
@@ -112,7 +112,7 @@ def test_plot_under_a_path_whose_parent_is_a_file(places):
 
 
 def test_suggest_images_npz_without_x(places):
-    specs, out, work = places
+    _, _, work = places
     np.savez(work / "noX.npz", y=np.zeros(3))
     kwargs = '{"input_shape": [32, 32, 3], "include_top": false}'
     result = run_cli(
@@ -124,7 +124,7 @@ def test_suggest_images_npz_without_x(places):
 
 
 def test_suggest_images_file_that_is_not_an_npz(places):
-    specs, out, work = places
+    _, _, work = places
     Path(work / "fake.npz").write_bytes(b"not a zip")
     kwargs = '{"input_shape": [32, 32, 3], "include_top": false}'
     result = run_cli(

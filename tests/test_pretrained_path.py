@@ -150,7 +150,9 @@ def test_examples_verify_with_default_weights_and_catch_a_corrupted_weight(spec_
         script.port(sources, broken)
         builder = getattr(generated, f"build_{part}")()
         names = {layer.name for layer in builder.layers}
-        weighted = [layer for layer in broken.layers if layer.name in names and layer.weights and layer.weights[0].ndim >= 2]
+        weighted = [
+            layer for layer in broken.layers if layer.name in names and layer.weights and layer.weights[0].ndim >= 2
+        ]
         layer = weighted[len(weighted) // 2]
         values = layer.get_weights()
         values[0].flat[0] += 1e-3

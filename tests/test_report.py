@@ -7,15 +7,15 @@ import shutil
 from pathlib import Path
 
 import keras
+from helpers import REPO, run_cli
 from keras import layers
+from test_train import SPEC as TINY_SPEC
 
 from codegen.costs import graph_cost, tensor_bytes
 from codegen.introspect import introspect
 from codegen.report import bytes_rows
 from codegen.spec import load_spec
 from codegen.stitch import StitchProject
-from helpers import REPO, run_cli
-from test_train import SPEC as TINY_SPEC
 
 TESTS = Path(__file__).resolve().parent
 
@@ -47,7 +47,9 @@ def test_dense_on_a_sequence_counts_every_position():
 def test_bytes_at_the_seed_cut_and_its_four_tensor_frontier():
     project = StitchProject.from_spec(load_spec(REPO / "examples" / "mobilenet_to_inception_resnet_v2.toml"))
     head = bytes_rows("head", [(project.head_crossing.producer, project.head_crossing.info)])
-    assert head == [{"tensor": "head: conv_pad_6", "shape": [29, 29, 256], "float32": 861_184, "float16": 430_592, "int8": 215_296}]
+    assert head == [
+        {"tensor": "head: conv_pad_6", "shape": [29, 29, 256], "float32": 861_184, "float16": 430_592, "int8": 215_296}
+    ]
     tail = bytes_rows("tail", [(c.producer, c.info) for c in project.tail_crossings])
     values = 17 * 17 * 1088 + 8 * 8 * 384 + 8 * 8 * 288 + 8 * 8 * 320
     assert [r["float32"] for r in tail[:-1]] == [tensor_bytes(c.info, 4) for c in project.tail_crossings]
@@ -62,7 +64,7 @@ def test_report_renders_for_a_stitch_spec_and_a_model_spec(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert [p["part"] for p in report["parts"]] == ["head", "adapter", "tail"]
-    head, adapter, tail = report["parts"]
+    head, adapter, _tail = report["parts"]
     assert head["params_frozen"] > 0 and head["params_trainable"] == 0 and adapter["params_trainable"] > 0
     assert head["macs_per_image"] == 8 * 8 * 3 * 3 * 3 * 8 + 8 * 8 * 3 * 3 * 8 * 12
     assert head["latency_ms_batch_1"] > 0 and head["latency_ms_batch_2"] > 0
@@ -107,14 +109,21 @@ def test_seed_report_and_diagram(tmp_path):
     assert "| head output (adapter on the server): conv_pad_6 | (29, 29, 256) | 861,184 | 430,592 | 215,296 |" in text
     assert "all 4 tensors | - | 1,511,680 |" in text
     svg = _valid_images(prefix)
-    for label in ("conv_pad_6 (29, 29, 256)", "block17_20_ac (17, 17, 1088)", "conv2d_162 (8, 8, 320)", "block8_1 .. block8_9 (x9)"):
+    for label in (
+        "conv_pad_6 (29, 29, 256)",
+        "block17_20_ac (17, 17, 1088)",
+        "conv2d_162 (8, 8, 320)",
+        "block8_1 .. block8_9 (x9)",
+    ):
         assert label in svg.replace("&#45;", "-"), label
 
 
 def test_inspect_plot_marks_the_cut_points(tmp_path):
     shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
     for suffix in (".svg", ".png"):
-        result = run_cli("inspect", "models_for_tests:looped_blocks", "--plot", str(tmp_path / f"blocks{suffix}"), cwd=tmp_path)
+        result = run_cli(
+            "inspect", "models_for_tests:looped_blocks", "--plot", str(tmp_path / f"blocks{suffix}"), cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     svg = _valid_images(tmp_path / "blocks")
     assert "stage_block1 .. stage_block5 (x5)" in svg and "cut after here" in svg

@@ -33,9 +33,9 @@ def spec_text(name, head, head_size, cut, tail, tail_size, start, kind) -> str:
     return (
         f'name = "{name}"\n'
         f'[head]\nsource = "keras.applications.{head}"\nkwargs = {{ input_shape = [{head_size}, {head_size}, 3] }}\n'
-        f"weights = \"none\"\ncut = {q(cut)}\n"
+        f'weights = "none"\ncut = {q(cut)}\n'
         f'[tail]\nsource = "keras.applications.{tail}"\nkwargs = {{ input_shape = [{tail_size}, {tail_size}, 3] }}\n'
-        f"weights = \"none\"\nstart = {q(start)}\n"
+        f'weights = "none"\nstart = {q(start)}\n'
         f'[adapter]\nkind = "{kind}"\n'
     )
 
@@ -55,7 +55,7 @@ def operation_output(model, name: str, index: int):
 
 
 def build_pair(key: str, tmp_path: Path, style: str = "factored"):
-    head, head_size, cut, tail, tail_size, start, kind = PAIRS[key]
+    head, head_size, _cut, tail, tail_size, _start, _kind = PAIRS[key]
     spec_path = tmp_path / "hybrid.toml"
     spec_path.write_text(spec_text("hybrid", *PAIRS[key]))
     project = StitchProject.from_spec(load_spec(spec_path, style=style))
@@ -68,14 +68,21 @@ def build_pair(key: str, tmp_path: Path, style: str = "factored"):
 def port(tmp_path: Path, *extra: str, weights_dir: Path | None = None) -> int:
     script = import_path(tmp_path / "hybrid_port_weights.py", f"port_hybrid_{tmp_path.parent.name}_{tmp_path.name}")
     weights_dir = weights_dir or tmp_path
-    args = ["--head-weights", str(weights_dir / "head.weights.h5"), "--tail-weights", str(weights_dir / "tail.weights.h5")]
+    args = [
+        "--head-weights",
+        str(weights_dir / "head.weights.h5"),
+        "--tail-weights",
+        str(weights_dir / "tail.weights.h5"),
+    ]
     return script.main(args + ["--output", str(tmp_path / "hybrid.weights.h5"), *extra])
 
 
 @pytest.mark.parametrize("key", list(PAIRS))
 def test_hybrid_equals_reference_sliced_from_sources(key, tmp_path):
     project, head_src, tail_src = build_pair(key, tmp_path)
-    head_ref = keras.Model(head_src.inputs[0], operation_output(head_src, project.head_crossing.producer, project.head_crossing.ref.index))
+    head_ref = keras.Model(
+        head_src.inputs[0], operation_output(head_src, project.head_crossing.producer, project.head_crossing.ref.index)
+    )
     crossing = [operation_output(tail_src, c.producer, c.ref.index) for c in project.tail_crossings]
     tail_ref = keras.Model(crossing, tail_src.outputs[0])
 
@@ -94,7 +101,12 @@ def test_hybrid_equals_reference_sliced_from_sources(key, tmp_path):
         rng = np.random.default_rng(5)
         for layer in hybrid.layers:  # the adapter gets random, non-trivial weights too
             if layer.name.startswith("adapter") and layer.weights:
-                layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") + (1.0 if "variance" in w.path else 0.0) for w in layer.weights])
+                layer.set_weights(
+                    [
+                        rng.normal(0, 0.1, w.shape).astype("float32") + (1.0 if "variance" in w.path else 0.0)
+                        for w in layer.weights
+                    ]
+                )
         adapter = module.build_adapter()
         for layer in adapter.layers:
             if layer.weights:
@@ -114,7 +126,7 @@ def test_hybrid_equals_reference_sliced_from_sources(key, tmp_path):
 def test_adapter_rules(tmp_path):
     texts = {}
     for key in ("resize", "vector", "upsample"):
-        head, head_size, cut, tail, tail_size, start, kind = PAIRS[key]
+        _head, _head_size, _cut, _tail, _tail_size, _start, _kind = PAIRS[key]
         spec_path = tmp_path / f"{key}.toml"
         spec_path.write_text(spec_text(key, *PAIRS[key]))
         text = StitchProject.from_spec(load_spec(spec_path)).files()[f"{key}.py"]
@@ -136,9 +148,15 @@ def test_one_training_step_changes_only_the_adapter(tmp_path):
     x = rng.standard_normal((4,) + module.INPUT_SHAPE).astype("float32")
     y = rng.standard_normal((4,) + tuple(model.outputs[0].shape[1:])).astype("float32")
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    changed = {path for path, value in before.items() if not np.array_equal(value, np.array(next(w for w in model.weights if w.path == path)))}
+    changed = {
+        path
+        for path, value in before.items()
+        if not np.array_equal(value, np.array(next(w for w in model.weights if w.path == path)))
+    }
     assert changed, "the adapter did not train"
-    assert all(path.startswith("adapter") for path in changed), sorted(p for p in changed if not p.startswith("adapter"))
+    assert all(path.startswith("adapter") for path in changed), sorted(
+        p for p in changed if not p.startswith("adapter")
+    )
     adapter_kernels = {w.path for w in model.trainable_weights}
     assert adapter_kernels and all(p.startswith("adapter") for p in adapter_kernels)
 

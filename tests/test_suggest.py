@@ -8,9 +8,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from helpers import run_cli
 
 from codegen.suggest import shape_penalty
-from helpers import run_cli
 
 TESTS = Path(__file__).resolve().parent
 
@@ -55,7 +55,16 @@ def test_suggest_ranks_a_pair_with_a_good_linear_fit_above_a_worse_one(tmp_path)
     tail.save_weights(tmp_path / "tail.weights.h5")
     np.savez(tmp_path / "calibration.npz", x=_task(64, 1)[0].astype("uint8"))
 
-    plain = run_cli("suggest", "--head", "models_for_tests:tiny_head", "--tail", "models_for_tests:tiny_tail", "--top", "3", cwd=tmp_path)
+    plain = run_cli(
+        "suggest",
+        "--head",
+        "models_for_tests:tiny_head",
+        "--tail",
+        "models_for_tests:tiny_tail",
+        "--top",
+        "3",
+        cwd=tmp_path,
+    )
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "penalty" in plain.stdout and len(plain.stdout.strip().splitlines()) == 4
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import types
@@ -84,7 +85,17 @@ def changed(a, b) -> set[str]:
 def test_all_stages_end_to_end(hybrid_dir, tmp_path, data):
     out = tmp_path / "trained.weights.h5"
     strategy = ["--strategy", "mirrored"] if data.endswith(".npz") else []  # tf.distribute on this machine's CPU
-    result = train(hybrid_dir, out, "--data", str(hybrid_dir / data), "--stages", "lstsq,distill,finetune", "--epochs", "1", *strategy)
+    result = train(
+        hybrid_dir,
+        out,
+        "--data",
+        str(hybrid_dir / data),
+        "--stages",
+        "lstsq,distill,finetune",
+        "--epochs",
+        "1",
+        *strategy,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "trained.weights.h5.json").read_text())
     assert [s["stage"] for s in log["stages"]] == ["lstsq", "distill", "finetune"]
@@ -129,8 +140,12 @@ def test_resume_continues_and_rejects_a_bad_checkpoint(hybrid_dir, tmp_path):
     [
         (lambda p: np.savez(p, x=np.zeros((4, 16, 16, 1), "uint8")), "expected N x H x W x 3"),
         (lambda p: np.savez(p, x=np.zeros((0, 16, 16, 3), "uint8")), "holds no images"),
-        (lambda p: np.savez(p, x=np.where(np.eye(16)[None, :, :, None] > 0, np.nan, 1.0).repeat(3, -1).astype("float32")),
-         "image 0 has non-finite pixels"),
+        (
+            lambda p: np.savez(
+                p, x=np.where(np.eye(16)[None, :, :, None] > 0, np.nan, 1.0).repeat(3, -1).astype("float32")
+            ),
+            "image 0 has non-finite pixels",
+        ),
     ],
 )
 def test_bad_data_gets_a_clear_error(hybrid_dir, tmp_path, make, message):
@@ -167,8 +182,12 @@ def test_teacher_and_head_get_their_own_preprocessing(hybrid_dir):
     assert script.TAIL_PREPROCESS == "keras.applications.resnet50.preprocess_input"
     images = np.random.default_rng(1).uniform(0, 255, (2, 20, 20, 3)).astype("float32")
     resized = keras.ops.convert_to_numpy(keras.ops.image.resize(images, (16, 16)))
-    np.testing.assert_array_equal(script.teacher_inputs(images, (16, 16)), keras.applications.resnet50.preprocess_input(resized.copy()))
-    np.testing.assert_array_equal(script.head_inputs(images, (16, 16)), keras.applications.mobilenet.preprocess_input(resized.copy()))
+    np.testing.assert_array_equal(
+        script.teacher_inputs(images, (16, 16)), keras.applications.resnet50.preprocess_input(resized.copy())
+    )
+    np.testing.assert_array_equal(
+        script.head_inputs(images, (16, 16)), keras.applications.mobilenet.preprocess_input(resized.copy())
+    )
     assert not np.allclose(script.teacher_inputs(images, (16, 16)), script.head_inputs(images, (16, 16)))
 
 
@@ -209,10 +228,17 @@ def test_lstsq_recovers_a_linear_map_and_distill_lowers_the_loss(hybrid_dir):
     keras.utils.set_random_seed(0)
     fresh = generated.build_adapter()
     tail = generated.build_tail()
-    args = types.SimpleNamespace(stages=["distill"], batch_size=16, epochs=6, learning_rate=1e-3, verbose=False, output=str(hybrid_dir / "syn.weights.h5"))
+    args = types.SimpleNamespace(
+        stages=["distill"],
+        batch_size=16,
+        epochs=6,
+        learning_rate=1e-3,
+        verbose=False,
+        output=str(hybrid_dir / "syn.weights.h5"),
+    )
     run = script.Run(args, generated, script.make_strategy("default"))
     run.adapter, run.tail = fresh, tail
     train_cache, val_cache = cache.split(0.25)
     run.stage("distill", train_cache, val_cache)
     losses = [epoch["loss"] for epoch in run.state["history"]["distill"]]
-    assert len(losses) == 6 and all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert len(losses) == 6 and all(b < a for a, b in itertools.pairwise(losses)), losses

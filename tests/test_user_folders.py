@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import keras
+import models_for_tests
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import REPO, randomize_weights, subprocess_env
-
-import models_for_tests
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -45,9 +44,7 @@ def tree(tmp_path_factory) -> Path:
         if name == "tiny_tail":
             randomize_weights(model, seed + 10)
             model.save_weights(root / "models" / "tail_other.weights.h5")
-    (root / "specs" / "single.toml").write_text(
-        'name = "single"\n[model]\nsource = "../models/tiny_head.keras"\n'
-    )
+    (root / "specs" / "single.toml").write_text('name = "single"\n[model]\nsource = "../models/tiny_head.keras"\n')
     (root / "specs" / "hybrid.toml").write_text(
         'name = "hybrid"\n'
         '[head]\nsource = "../models/tiny_head.keras"\ncut = "h_relu2"\npreprocess = "none"\n'
@@ -77,7 +74,16 @@ def test_single_model_from_a_keras_file_in_four_places(tree, tmp_path):
 
     moved = tmp_path / "elsewhere"
     shutil.copytree(tree, moved)
-    result = run([sys.executable, str(moved / "out" / "single" / "single_port_weights.py"), "--output", "w.weights.h5", "--verify"], tmp_path)
+    result = run(
+        [
+            sys.executable,
+            str(moved / "out" / "single" / "single_port_weights.py"),
+            "--output",
+            "w.weights.h5",
+            "--verify",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
     # the header's command reproduces the same bytes in the same place
@@ -92,7 +98,9 @@ def test_hybrid_of_two_keras_files_in_four_places(tree, tmp_path):
     out = tree / "out" / "hybrid"
     result = run(stitchgen("generate", str(tree / "specs" / "hybrid.toml"), "--output-dir", str(out)), work)
     assert result.returncode == 0, result.stderr
-    result = run([sys.executable, str(out / "hybrid_port_weights.py"), "--output", "ported.weights.h5", "--verify"], work)
+    result = run(
+        [sys.executable, str(out / "hybrid_port_weights.py"), "--output", "ported.weights.h5", "--verify"], work
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("verify") == 2
     result = run(
@@ -113,12 +121,16 @@ def test_hybrid_of_two_keras_files_in_four_places(tree, tmp_path):
     hybrid.load_weights(work / "ported.weights.h5")
     tail = models_for_tests.tiny_tail()
     tail.load_weights(tree / "models" / "tail_other.weights.h5")
-    np.testing.assert_array_equal(hybrid.get_layer("t_pred").get_weights()[0], tail.get_layer("t_pred").get_weights()[0])
+    np.testing.assert_array_equal(
+        hybrid.get_layer("t_pred").get_weights()[0], tail.get_layer("t_pred").get_weights()[0]
+    )
 
     moved = tmp_path / "moved"
     shutil.copytree(tree, moved)
     moved_out = moved / "out" / "hybrid"
-    result = run([sys.executable, str(moved_out / "hybrid_port_weights.py"), "--output", "p.weights.h5", "--verify"], tmp_path)
+    result = run(
+        [sys.executable, str(moved_out / "hybrid_port_weights.py"), "--output", "p.weights.h5", "--verify"], tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -127,9 +139,13 @@ def test_missing_weights_file_in_a_spec_is_one_line(tmp_path):
     (tmp_path / "specs" / "net.toml").write_text(
         'name = "net"\n[model]\nsource = "keras.applications.MobileNet"\nweights = "nowhere.weights.h5"\n'
     )
-    result = run(stitchgen("generate", str(tmp_path / "specs" / "net.toml"), "--output-dir", str(tmp_path / "out")), tmp_path)
+    result = run(
+        stitchgen("generate", str(tmp_path / "specs" / "net.toml"), "--output-dir", str(tmp_path / "out")), tmp_path
+    )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "nowhere.weights.h5" in result.stderr and "does not exist" in result.stderr
+    assert (
+        result.stderr.count("\n") == 1 and "nowhere.weights.h5" in result.stderr and "does not exist" in result.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,24 @@
+"""The generator's own code is held to what it asks of its output: ruff and black clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import REPO
+
+SOURCES = ["codegen", "tests", "benchmarks"]
+
+
+def test_ruff_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", *SOURCES], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_black_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "black", "--check", *SOURCES], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
