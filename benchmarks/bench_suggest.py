@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,28 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 
+STANDINS = """
+import sys
+sys.path.insert(0, {tests!r})
+import keras, weights_standin
+weights_standin.write_standin({folder!r}, keras.applications.MobileNet, input_shape=(224, 224, 3))
+weights_standin.write_standin({folder!r}, keras.applications.InceptionResNetV2, input_shape=(299, 299, 3))
+"""
+
+
 def main() -> int:
+    # This process never imports TensorFlow: a forked child's peak RSS starts from its
+    # parent's, so the stand-ins are written by one child and suggest runs in another,
+    # whose own peak os.wait4 reports.
+    import weights_standin  # no Keras import at module level
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        os.environ["KERAS_HOME"] = str(tmp / "keras_home")
-        import keras
-        import numpy as np
-        import weights_standin
-
         standin = tmp / "standin"
-        weights_standin.write_standin(standin, keras.applications.MobileNet, input_shape=(224, 224, 3))
-        weights_standin.write_standin(standin, keras.applications.InceptionResNetV2, input_shape=(299, 299, 3))
+        code = STANDINS.format(tests=str(REPO / "tests"), folder=str(standin))
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        import numpy as np
+
         rng = np.random.default_rng(0)
         base = rng.uniform(0, 255, (100, 1, 1, 3))
         ramp = np.linspace(0, 1, 160)[None, :, None, None] * rng.uniform(0, 255, (100, 1, 1, 3))
@@ -48,12 +58,18 @@ def main() -> int:
             "--tail", "keras.applications.InceptionResNetV2", "--tail-kwargs", '{"input_shape": [299, 299, 3]}',
             "--images", str(tmp / "calibration.npz"), "--top", "5", "--json",
         ]  # fmt: skip
-        start = time.perf_counter()
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    if result.returncode != 0:
-        print(result.stderr[-3000:])
+        with open(tmp / "out", "w+") as out, open(tmp / "err", "w+") as err:
+            start = time.perf_counter()
+            child = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+            _, status, usage = os.wait4(child.pid, 0)
+            wall = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(command, child.returncode, out.read(), err.read())
+        peak_gb = usage.ru_maxrss / 1024**2
+    if result.returncode != 0 or not result.stdout.strip():
+        print(f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
         return 1
     pairs = json.loads(result.stdout)["pairs"]
     print("| rank | head cut | tail start | shapes | residual |")

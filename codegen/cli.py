@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 import click
 
 from codegen import __version__
-from codegen.errors import StitchgenError
+from codegen.errors import StitchgenError, first_line
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -289,7 +290,16 @@ def _weighted_model(source, weights: str):
 
     if source.kind == "application" and weights == "imagenet":
         keras.backend.clear_session()
-        return getattr(keras.applications, source.source.rsplit(".", 1)[1])(weights="imagenet", **source.kwargs)
+        constructor = getattr(keras.applications, source.source.rsplit(".", 1)[1])
+        try:
+            # Keras prints "Downloading data from ..." on stdout, which belongs to --json
+            with contextlib.redirect_stdout(sys.stderr):
+                return constructor(weights="imagenet", **source.kwargs)
+        except Exception as exc:  # noqa: BLE001 - downloads, h5py and Keras raise many kinds
+            raise StitchgenError(
+                f"cannot load imagenet weights for {source.source}: {first_line(exc)} "
+                "(offline: put the file in the Keras cache, ~/.keras/models, or pass a weights file)"
+            ) from None
     model = load_model(source)
     if weights not in ("none", "imagenet"):
         try:
@@ -365,7 +375,7 @@ def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weigh
         total = count_images(Path(images), limit=512)
 
         def batches():
-            for head_x, tail_x in image_batches(Path(images), sizes, limit=512):
+            for head_x, tail_x in image_batches(Path(images), sizes, limit=512, batch_size=4):
                 yield head_pre(head_x), tail_pre(tail_x)
 
         with click.progressbar(length=total, label="least squares over --images", file=sys.stderr) as bar:
