@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,53 @@ def regular_file_mode() -> int:
     return 0o666 & ~mask
 
 
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """One writer per output folder: a second `generate` into it waits for the first.
+
+    Without it two runs interleave their renames and leave a mixed set of files. The
+    lock is taken on the folder itself, so nothing extra appears in it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: renames stay atomic per file, runs are not serialised
+        yield
+        return
+    descriptor = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _refuse_non_files(files: dict[str, str], out_dir: Path) -> None:
+    """Every target must be a regular file or absent, checked before anything is replaced."""
+    for name in files:
+        target = out_dir / name
+        if target.exists() and not target.is_file():
+            raise StitchgenError(
+                f"{str(target)!r} exists and is not a regular file; move it away and rerun (nothing was written)"
+            )
+
+
 def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
-    """Write every file to a temporary sibling first, then rename them all."""
+    """Write every file to a temporary sibling first, then rename them all.
+
+    Targets are checked first (nothing is replaced when one cannot be), and a lock
+    file in the folder serialises concurrent runs, so a set is never mixed by
+    another run's renames.
+    """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StitchgenError(f"cannot create output directory {str(out_dir)!r}: {exc.strerror}") from None
+    with _locked(out_dir):
+        _refuse_non_files(files, out_dir)
+        return _write_staged(files, out_dir)
+
+
+def _write_staged(files: dict[str, str], out_dir: Path) -> list[Path]:
     staged: list[tuple[str, Path]] = []
     try:
         for name, text in files.items():

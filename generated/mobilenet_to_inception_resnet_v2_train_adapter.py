@@ -29,10 +29,11 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-hash: sha256:bc59c11413409a008d7d3577266d7184322c9d322daeb92d9118ed985914dfda
+stitchgen-hash: sha256:df787d2d6b95835f1d807bfdfc11d820be2dd8ade45e8964985ce99fe3b6bb8d
 """
 
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -740,6 +741,7 @@ class Checkpoint(keras.callbacks.Callback):
         )
         if state.get("best") is None or value < state["best"]:
             state["best"] = value
+            state["improved"] = True
             self.run.save_checkpoint()
         else:
             self.run.save_state()
@@ -757,6 +759,7 @@ class Run:
         self.state = {
             "module": "mobilenet_to_inception_resnet_v2",
             "stages": args.stages,
+            "fingerprint": run_fingerprint(args),
             "done": [],
             "stage": None,
             "epoch": 0,
@@ -799,12 +802,21 @@ class Run:
                 f"--resume: the checkpoint was written for {state.get('module')!r} with stages {state.get('stages')}; "
                 f"this run is mobilenet_to_inception_resnet_v2 with {self.args.stages}"
             )
+        if state.get("fingerprint") != self.state["fingerprint"]:
+            raise TrainError(
+                "--resume: the checkpoint was written by another run (different --weights contents, --data, --val, "
+                "--val-split, --batch-size, --learning-rate, --tail-weights or preprocessing); rerun without --resume"
+            )
         try:
             self.trained.load_weights(self.checkpoint)
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
             raise TrainError(
                 f"--resume: {self.checkpoint} does not hold this adapter's weights ({exc})"
             ) from None
+        if not all(np.all(np.isfinite(w)) for w in self.trained.get_weights()):
+            raise TrainError(
+                f"--resume: {self.checkpoint} holds non-finite weights; rerun without --resume"
+            )
         self.state = {k: v for k, v in state.items() if k != "log"}
         self.log = state.get("log", [])
         print(
@@ -882,6 +894,7 @@ class Run:
             self.state["best"] = float(
                 model.evaluate(validation, verbose=0, return_dict=True)["loss"]
             )
+            self.state["improved"] = False
             self.save_checkpoint()
         history = model.fit(
             stream(
@@ -900,6 +913,10 @@ class Run:
         )
         if self.state.get("best") is not None:  # end with the best epoch's weights
             self.trained.load_weights(self.checkpoint)
+        if not self.state.get("improved", True):
+            print(
+                f"note: stage {name}: no epoch beat the starting point on validation loss; kept the starting point"
+            )
         return len(history.history.get("loss", []))
 
 
@@ -924,6 +941,30 @@ def copy_by_name(source, target):
     for layer in target.layers:
         if layer.weights:
             set_layer_weights(layer, source.get_layer(layer.name).get_weights())
+
+
+def run_fingerprint(args):
+    """What makes two runs the same run, so that --resume never continues another one."""
+    digest = hashlib.sha256()
+    weights = getattr(args, "weights", None)
+    if weights is not None and os.path.isfile(weights):
+        with open(weights, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    paths = [
+        None if p is None else os.path.realpath(p)
+        for p in (getattr(args, "data", None), getattr(args, "val", None))
+    ]
+    names = (
+        "val_split",
+        "batch_size",
+        "learning_rate",
+        "tail_weights",
+        "head_preprocess",
+        "tail_preprocess",
+    )
+    digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
+    return digest.hexdigest()
 
 
 def trained_parts(adapter, tail):

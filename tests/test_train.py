@@ -125,6 +125,9 @@ def test_resume_continues_and_rejects_a_bad_checkpoint(hybrid_dir, tmp_path):
     other = train(hybrid_dir, out, "--data", str(hybrid_dir / "data.npz"), "--stages", "distill", "--resume")
     assert other.returncode == 2 and "--resume: the checkpoint was written for" in other.stderr
 
+    foreign = train(hybrid_dir, out, "--data", str(hybrid_dir / "images"), "--stages", "lstsq,distill", "--resume")
+    assert foreign.returncode == 2 and "written by another run" in foreign.stderr, foreign.stderr[-2000:]
+
     checkpoint = tmp_path / "run.weights.h5.ckpt.weights.h5"
     checkpoint.write_bytes(checkpoint.read_bytes()[:2000])
     before = out.read_bytes()
