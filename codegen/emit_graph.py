@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from codegen.ir import Call, Graph, Op, TensorRef, map_refs, tensor_refs
-from codegen.literals import Expr, doc_text, render, render_call, render_subscript
+from codegen.literals import DocText, Expr, doc_text, render, render_call, render_subscript
 from codegen.naming import Namespace, to_identifier
 from codegen.publicapi import to_snake_case
 
@@ -35,6 +35,23 @@ class Function:
     doc: str
     body: list[str]
     params: list[str] = field(default_factory=list)
+
+    @property
+    def signature(self) -> Expr:
+        """The parameter list as written in `def name(...)`: identifiers, some with rendered defaults."""
+        for param in self.params:
+            if param != "*" and not param.partition("=")[0].isidentifier():
+                raise ValueError(f"parameter {param!r} of {self.name} is not an identifier")
+        return Expr(", ".join(self.params))
+
+    @property
+    def docstring(self) -> DocText:
+        return doc_text(self.doc)
+
+    @property
+    def lines(self) -> list[Expr]:
+        """The body's statements: the emitters build them from rendered values only."""
+        return [Expr(statement) for statement in self.body]
 
 
 @dataclass

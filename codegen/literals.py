@@ -1,8 +1,15 @@
-"""Every value taken from a model reaches generated code through `render`.
+"""The one rendering layer: every text that reaches a generated file is made here.
 
-`repr` is the only escaping used for strings, so no layer name or config string
-can break out of its literal. Anything that is not a plain value must be wrapped
-in `Expr` (code the generator wrote itself) or `ObjectSpec` (a constructor call).
+It has one mode per context, and a type per mode:
+
+- `Literal` (`render`, `render_call`): a Python literal or call; `repr` is the only
+  escaping used for strings, so no layer name or config string can leave its quotes;
+- `DocText` (`doc_text`): text inside a docstring or comment; everything but a small
+  safe alphabet becomes `?`, so it can neither close the string nor start a line;
+- `Expr`: code the generator wrote itself (statements, imports, inlined runtime).
+
+The Jinja environment (`codegen.templating`) refuses any other string, except a bare
+identifier, so a raw name cannot reach a template by mistake.
 """
 
 from __future__ import annotations
@@ -21,8 +28,20 @@ class Expr(str):
     """A piece of code written by the generator itself, rendered verbatim."""
 
 
-def render(value: Any, ref: Callable[[TensorRef], str] | None = None) -> str:
+class Literal(str):
+    """A value rendered as Python source by `render`: safe wherever an expression goes."""
+
+
+class DocText(str):
+    """Text made safe for a docstring or comment by `doc_text`."""
+
+
+def render(value: Any, ref: Callable[[TensorRef], str] | None = None) -> Literal:
     """Render `value` as Python source. `ref` names the variable for a TensorRef."""
+    return Literal(_render(value, ref))
+
+
+def _render(value: Any, ref: Callable[[TensorRef], str] | None = None) -> str:
     if isinstance(value, Expr):
         return str(value)
     if isinstance(value, TensorRef):
@@ -71,7 +90,7 @@ def render_call(
     positional: tuple[Any, ...] | list[Any],
     keywords: dict[str, Any],
     ref: Callable[[TensorRef], str] | None = None,
-) -> str:
+) -> Literal:
     """`callee(a, b, key=value)` with every argument rendered as a literal."""
     parts = [render(v, ref) for v in positional]
     for key, value in keywords.items():
@@ -81,7 +100,7 @@ def render_call(
                 "keyword argument; rename it in the layer's get_config()"
             )
         parts.append(f"{key}={render(value, ref)}")
-    return f"{callee}(" + ", ".join(parts) + ")"
+    return Literal(f"{callee}(" + ", ".join(parts) + ")")
 
 
 def render_subscript(key: Any, ref: Callable[[TensorRef], str] | None = None) -> str:
@@ -104,6 +123,13 @@ def _render_slice(value: slice, ref, bare: bool = False) -> str:
     return text
 
 
-def doc_text(text: str) -> str:
-    """Text safe inside a generated docstring or comment: anything unusual becomes '?'."""
-    return re.sub(r"[^A-Za-z0-9_.,:=()\[\]{}/ +<>-]", "?", text)
+_UNSAFE_IN_DOC = re.compile(r"[^A-Za-z0-9_.,:;=()\[\]{}/ +<>'`!?#*%&@$^|~-]")
+
+
+def doc_text(text: str) -> DocText:
+    """Text safe inside a generated docstring or comment: anything unusual becomes '?'.
+
+    Printable ASCII only, without the double quote and the backslash: no character
+    left can end a docstring, start a line, or begin an escape.
+    """
+    return DocText(_UNSAFE_IN_DOC.sub("?", text))

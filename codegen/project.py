@@ -12,52 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codegen import __version__
-from codegen.custom import class_source
+from codegen.assemble import assemble_set, header_context, module_parts
 from codegen.emit import emit_functions
 from codegen.emit_graph import NAME_OP_HELPER
-from codegen.format import format_source
-from codegen.header import PLACEHOLDER, stamp
 from codegen.introspect import Introspection, introspect
 from codegen.ir import Graph, map_refs
-from codegen.literals import doc_text, render
+from codegen.literals import Expr, doc_text, render
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
 from codegen.renaming import rename_structurally
 from codegen.spec import ModelSource, ModelSpec
 from codegen.templating import render_template
-
-
-def sort_imports(lines: set[str]) -> list[str]:
-    """Imports as isort writes them: `import x` lines, then merged `from x import a, b`."""
-    plain = sorted(line for line in lines if line.startswith("import "))
-    merged: dict[str, set[str]] = {}
-    for line in lines:
-        if line.startswith("from "):
-            module, names = line[len("from ") :].split(" import ")
-            merged.setdefault(module, set()).add(names)
-    froms = [f"from {module} import {', '.join(sorted(merged[module]))}" for module in sorted(merged)]
-    return plain + froms
-
-
-def project_root(path: Path) -> Path:
-    for parent in [path.resolve().parent, *path.resolve().parents]:
-        if (parent / "pyproject.toml").exists() or (parent / ".git").exists():
-            return parent
-    return path.resolve().parent
-
-
-def regenerate_command(spec: Any) -> str:
-    """The command that regenerates these bytes in the same place, run from the project root.
-
-    Paths are relative to the project root (machine independent); `--output-dir` and
-    `--style` appear when they overrode the spec's own keys.
-    """
-    root = project_root(spec.spec_path)
-    command = f"stitchgen generate {Path(os.path.relpath(spec.spec_path.resolve(), root)).as_posix()}"
-    if spec.output_dir_given:
-        command += f" --output-dir {Path(os.path.relpath(spec.output_dir.resolve(), root)).as_posix()}"
-    return command if spec.style == spec.declared_style else f"{command} --style {spec.style}"
 
 
 def relative_to(path: Path, out_dir: Path) -> str:
@@ -141,59 +106,44 @@ class ModelProject:
 
     def files(self) -> dict[str, str]:
         name = self.spec.name
-        return {f"{name}.py": self._build_model_module(), f"{name}_port_weights.py": self._build_port_script()}
+        return assemble_set(
+            f"{name}.py", self._build_model_module, {f"{name}_port_weights.py": self._build_port_script}
+        )
 
-    def _common(self) -> dict[str, Any]:
-        return {
-            "version": __version__,
-            "source_doc": doc_text(self.spec.model.describe()),
-            "regenerate_doc": doc_text(regenerate_command(self.spec)),
-            "hash_line": PLACEHOLDER,
-        }
+    def _common(self, token: str | None) -> dict[str, Any]:
+        return {"source_doc": doc_text(self.spec.model.describe()), **header_context(self.spec, token)}
 
-    def _build_model_module(self) -> str:
+    def _build_model_module(self, token: str | None) -> str:
         module_names = Namespace(reserved={"keras", "layers", "ops", "SOURCE", "INPUT_SHAPE", "_name_op"})
         module_names.reserve("build_model")
         doc = "The model with fresh weights; load ported ones with model.load_weights(...)."
         emitted, helpers = emit_functions(module_names, [(self.emit_graph, "build_model", doc, None)], self.spec.style)
         functions = helpers + emitted.functions
-
-        classes = []
-        imports = {"import keras"}
-        known = set(self.introspection.custom_classes)
-        for cls, cls_name in self.introspection.custom_classes.items():
-            src = class_source(cls, cls_name, package=self.spec.name, emitted=known)
-            classes.append(src.source)
-            imports.update(src.imports)
-        if _uses_layers(self.graph):
-            imports.add("from keras import layers")
-        if emitted.uses_ops:
-            imports.add("from keras import ops")
+        parts = module_parts([self.graph], emitted.uses_ops, self.introspection.custom_classes, self.spec.name)
 
         constants = [("SOURCE", render(self.spec.model.source))]
         shapes = verify_inputs(self.graph)
         if _is_leaf(shapes):
             constants.append(("INPUT_SHAPE", render(tuple(self._input_shape()))))
-        text = render_template(
+        return render_template(
             "model.py.jinja",
-            title=f"Standalone Keras source for {self.spec.name}.",
+            title=doc_text(f"Standalone Keras source for {self.spec.name}."),
             weights_doc=doc_text(f"python {self.spec.name}_port_weights.py --output {self.spec.name}.weights.h5"),
-            imports=sort_imports(imports),
+            imports=parts.imports,
             constants=constants,
-            custom_classes=classes,
-            custom_names=[(render(n), n) for n in self.introspection.custom_classes.values()],
-            helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
+            custom_classes=parts.classes,
+            custom_names=parts.custom_names,
+            helpers=[Expr(NAME_OP_HELPER.strip())] if emitted.needs_name_op else [],
             functions=functions,
-            **self._common(),
+            **self._common(token),
         )
-        return stamp(format_source(text))
 
     def _input_shape(self) -> tuple:
         ref = map_refs(self.graph.inputs, lambda r: r)
         ref = ref[0] if isinstance(ref, (list, tuple)) else ref
         return self.graph.call_by_id()[ref.call].outputs[0].shape[1:]
 
-    def _build_port_script(self) -> str:
+    def _build_port_script(self, token: str | None) -> str:
         source: ModelSource = self.spec.model
         paths = source_paths(source, self.spec.output_dir)
         weights_help = {
@@ -201,7 +151,7 @@ class ModelProject:
             "file": '"saved" (the weights in the model file), a weights file, or "none"',
             "builder": 'a weights file, or "none"',
         }[source.kind]
-        text = render_template(
+        return render_template(
             "port_weights.py.jinja",
             module=self.spec.name,
             module_literal=render(self.spec.name),
@@ -211,16 +161,6 @@ class ModelProject:
             default_weights_literal=render(paths["weights"]),
             layer_map_rows=[render(row) for row in layer_map(self.emit_graph)],
             builder_dir_literal=render(paths["builder_dir"]),
-            weights_help_doc=weights_help.replace('"', ""),
-            **self._common(),
+            weights_help_doc=doc_text(weights_help.replace('"', "")),
+            **self._common(token),
         )
-        return stamp(format_source(text))
-
-
-def _uses_layers(graph: Graph) -> bool:
-    for op in graph.ops.values():
-        if op.kind == "layer" and op.callee.startswith("layers."):
-            return True
-        if op.subgraph is not None and _uses_layers(op.subgraph):
-            return True
-    return False

@@ -10,24 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from codegen import __version__
 from codegen.adapter import design_adapter
+from codegen.assemble import assemble_set, header_context, module_parts
 from codegen.blocks import dfs_order, split_blocks
 from codegen.classifier import NewClassifier, replace_classifier
-from codegen.custom import class_source
 from codegen.cuts import Crossing, CutAnalysis
 from codegen.emit import emit_functions
 from codegen.emit_graph import NAME_OP_HELPER
 from codegen.errors import StitchgenError
-from codegen.format import format_source
-from codegen.header import PLACEHOLDER, stamp
 from codegen.introspect import introspect
 from codegen.ir import Graph, TensorInfo, tensor_refs
 from codegen.literals import Expr, doc_text, render, render_call
 from codegen.load import custom_objects, load_model
 from codegen.naming import Namespace
 from codegen.preprocess import check_preprocess, default_preprocess
-from codegen.project import _uses_layers, layer_map, regenerate_command, sort_imports, source_paths
+from codegen.project import layer_map, source_paths
 from codegen.renaming import structural_names
 from codegen.slicing import rename_ops, slice_head, slice_tail
 from codegen.spec import ModelSource, StitchSpec
@@ -164,11 +161,11 @@ class StitchProject:
 
     def files(self) -> dict[str, str]:
         name = self.spec.name
-        return {
-            f"{name}.py": self._build_hybrid_module(),
-            f"{name}_port_weights.py": self._build_port_script(),
-            f"{name}_train_adapter.py": self._build_train_script(),
+        scripts = {
+            f"{name}_port_weights.py": self._build_port_script,
+            f"{name}_train_adapter.py": self._build_train_script,
         }
+        return assemble_set(f"{name}.py", self._build_hybrid_module, scripts)
 
     def preprocessing(self) -> tuple[str, str]:
         """(head, tail) preprocessing function paths: the spec's, else each source family's."""
@@ -186,9 +183,9 @@ class StitchProject:
             rows.append((linear, f"{prefix}_bn_out" if f"{prefix}_bn_out" in ops else None))
         return rows
 
-    def _build_train_script(self) -> str:
+    def _build_train_script(self, token: str | None) -> str:
         head_pre, tail_pre = self.preprocessing()
-        text = render_template(
+        return render_template(
             "train_adapter.py.jinja",
             module=self.spec.name,
             module_literal=render(self.spec.name),
@@ -198,21 +195,18 @@ class StitchProject:
             branches_literal=render(tuple(self.branches())),
             input_bn_literal=render("adapter_bn_in" if "adapter_bn_in" in self.adapter_graph.ops else None),
             **self._source_context(self.spec.tail, "tail"),
-            **self._common(),
+            **self._common(token),
         )
-        return stamp(format_source(text))
 
-    def _common(self) -> dict[str, Any]:
+    def _common(self, token: str | None) -> dict[str, Any]:
         return {
-            "version": __version__,
             "head_doc": doc_text(
                 f"{self.spec.head.describe()} layers 0..{self.cut} ({self.head.analysis.layers[self.cut].name})"
             ),
             "tail_doc": doc_text(
                 f"{self.spec.tail.describe()} layers {self.start}.. ({self.tail.analysis.layers[self.start].name})"
             ),
-            "regenerate_doc": doc_text(regenerate_command(self.spec)),
-            "hash_line": PLACEHOLDER,
+            **header_context(self.spec, token),
             **self._classes_context(),
         }
 
@@ -236,7 +230,7 @@ class StitchProject:
     def frontier_lines(self) -> list[str]:
         return [doc_text(f"{c.producer}: {_shape(c.info)}") for c in self.tail_crossings]
 
-    def _build_hybrid_module(self) -> str:
+    def _build_hybrid_module(self, token: str | None) -> str:
         module_names = Namespace(
             reserved={
                 "keras",
@@ -265,26 +259,19 @@ class StitchProject:
         parts = [f for f in emitted.functions if f.name in ("head_layers", "adapter_layers", "tail_layers")]
         nested = [f for f in emitted.functions if f not in parts]
 
-        imports = {"import keras"}
-        classes = []
         customs = {**self.head.custom, **self.tail.custom}
-        for cls, cls_name in customs.items():
-            src = class_source(cls, cls_name, package=self.spec.name, emitted=set(customs))
-            classes.append(src.source)
-            imports.update(src.imports)
-        if any(_uses_layers(g) for g in (self.head_graph, self.tail_graph, self.adapter_graph)):
-            imports.add("from keras import layers")
-        if emitted.uses_ops:
-            imports.add("from keras import ops")
+        module = module_parts(
+            (self.head_graph, self.tail_graph, self.adapter_graph), emitted.uses_ops, customs, self.spec.name
+        )
         tail_inputs = [
             render_call("keras.Input", (), {"shape": self.tail_graph.ops[p].args["shape"], "name": p})
             for p in tail_params
         ]
-        text = render_template(
+        return render_template(
             "hybrid.py.jinja",
-            title=f"Stitched hybrid {self.spec.name}: head -> adapter -> tail.",
+            title=doc_text(f"Stitched hybrid {self.spec.name}: head -> adapter -> tail."),
             frontier=self.frontier_lines(),
-            imports=sort_imports(imports),
+            imports=module.imports,
             constants=[
                 ("INPUT_SHAPE", render(tuple(input_op.args["shape"]))),
                 ("HEAD_OUTPUT_SHAPE", render(tuple(self.head_crossing.info.shape[1:]))),
@@ -294,9 +281,9 @@ class StitchProject:
                 ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
                 *self._classes_constants(),
             ],
-            custom_classes=classes,
-            custom_names=[(render(n), n) for n in customs.values()],
-            helpers=[NAME_OP_HELPER.strip()] if emitted.needs_name_op else [],
+            custom_classes=module.classes,
+            custom_names=module.custom_names,
+            helpers=[Expr(NAME_OP_HELPER.strip())] if emitted.needs_name_op else [],
             functions=helpers + nested + parts,
             input_call=render_call(
                 "keras.Input",
@@ -306,9 +293,8 @@ class StitchProject:
             tail_inputs=tail_inputs,
             name_literal=render(self.spec.name),
             adapter_kind=doc_text(self.spec.adapter_kind),
-            **self._common(),
+            **self._common(token),
         )
-        return stamp(format_source(text))
 
     def _classes_constants(self) -> list[tuple[str, str]]:
         if self.classifier is None:
@@ -336,11 +322,11 @@ class StitchProject:
             f"{prefix}_builder_dir_literal": render(paths["builder_dir"]),
         }
 
-    def _build_port_script(self) -> str:
+    def _build_port_script(self, token: str | None) -> str:
         tail_inputs = self.tail.graph.call_by_id()
         tail_input_ref = tensor_refs(self.tail.graph.inputs)[0]
         tail_input_shape = tuple(32 if d is None else d for d in tail_inputs[tail_input_ref.call].outputs[0].shape[1:])
-        text = render_template(
+        return render_template(
             "port_hybrid.py.jinja",
             module=self.spec.name,
             module_literal=render(self.spec.name),
@@ -351,6 +337,5 @@ class StitchProject:
             tail_input_shape_literal=render(tail_input_shape),
             **self._source_context(self.spec.head, "head"),
             **self._source_context(self.spec.tail, "tail"),
-            **self._common(),
+            **self._common(token),
         )
-        return stamp(format_source(text))

@@ -5,7 +5,8 @@ Source: keras.applications.InceptionResNetV2(input_shape=(299, 299, 3))
 Regenerate: stitchgen generate examples/inception_resnet_v2.toml
 Weights: python inception_resnet_v2_port_weights.py --output inception_resnet_v2.weights.h5
 
-stitchgen-hash: sha256:09a76d76a00416ff2a44be4fc8fde14739eba82ef257d5a7b3c00c33123683e8
+stitchgen-set: 1c8344fe7f5d26bb
+stitchgen-hash: sha256:49fac6df81b11cb1a13b12604f55e57211a383b86e6dc4f271e06dfadd459296
 """
 
 import keras

@@ -5,7 +5,8 @@ Source: keras.applications.MobileNet(input_shape=(224, 224, 3))
 Regenerate: stitchgen generate examples/mobilenet.toml
 Weights: python mobilenet_port_weights.py --output mobilenet.weights.h5
 
-stitchgen-hash: sha256:329f397dfd1fb60a451119dd9dd81d650de37a9eff98697370bf8a63ed864783
+stitchgen-set: 688e6ce8698027e9
+stitchgen-hash: sha256:8b168a2e81c03460e112a6e256465d29d3397b3d28311bc74a93ff97610b66a3
 """
 
 import keras

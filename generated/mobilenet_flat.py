@@ -5,7 +5,8 @@ Source: keras.applications.MobileNet(input_shape=(224, 224, 3))
 Regenerate: stitchgen generate examples/mobilenet_flat.toml
 Weights: python mobilenet_flat_port_weights.py --output mobilenet_flat.weights.h5
 
-stitchgen-hash: sha256:ba2ae2d46ff5facc08c5fe4e0b32c46583ae4628a0f492d2a1e5adf897159c65
+stitchgen-set: c3dfe1ea8f7081a3
+stitchgen-hash: sha256:eab69b7160b95d041ebb08f1baeb1d5989aec3099f5a2dc75ed674c231edc163
 """
 
 import keras

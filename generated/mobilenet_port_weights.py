@@ -11,7 +11,8 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-hash: sha256:0d7c18e3d936d207b1d9c3a47d84e51a4b1b114eba1e62e3e48e335b158c398e
+stitchgen-set: 688e6ce8698027e9
+stitchgen-hash: sha256:ebdad8162c4707a6fe1ca3bb242819d7a1a006bc37104a47aa27a2ac25aafe71
 """
 
 import argparse
@@ -54,6 +55,10 @@ import keras
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_SET = (
+    "688e6ce8698027e9"  # the set token of the module this script was generated with
+)
+REGENERATE = "stitchgen generate examples/mobilenet.toml"
 
 SOURCE = "keras.applications.MobileNet"
 SOURCE_KWARGS = {"input_shape": (224, 224, 3)}
@@ -126,12 +131,8 @@ LAYER_MAP = (
 
 
 def load_generated():
-    """The generated model module that sits beside this script (not one elsewhere on sys.path)."""
-    path = os.path.join(HERE, "mobilenet" + ".py")
-    spec = importlib.util.spec_from_file_location("mobilenet", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, "mobilenet", MODULE_SET, REGENERATE)
 
 
 class PortError(Exception):
@@ -139,6 +140,43 @@ class PortError(Exception):
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class MixedSetError(Exception):
+    """The model module beside this script comes from another generation."""
+
+
+def module_set_token(text):
+    """The `stitchgen-set:` token on a line of its own in a generated file, or None."""
+    for line in text.splitlines():
+        if line.startswith("stitchgen-set: "):
+            return line[len("stitchgen-set: ") :].strip()
+    return None
+
+
+def load_module_beside(here, name, expected_set, regenerate):
+    """The generated module `name`.py in `here`, refused when its set token is not `expected_set`.
+
+    Files of one generation belong together: a module from another commit or branch
+    would load and then fail, or worse run, with this script's tables.
+    """
+    path = os.path.join(here, name + ".py")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            found = module_set_token(stream.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixedSetError(
+            f"cannot read {path} ({exc}); regenerate the set: {regenerate}"
+        ) from None
+    if found != expected_set:
+        raise MixedSetError(
+            f"{name}.py is from another generation than this script (set {found or 'none'}, "
+            f"expected {expected_set}); regenerate both together: {regenerate}"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_argument(value, default, here):
@@ -480,6 +518,9 @@ def main(argv=None):
                 )
                 return 1
         save_atomic(target, args.output)
+    except MixedSetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - any failure: one line, write nothing
         print(f"error: {str(exc) if args.verbose else one_line(exc)}", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ Frontier (the tensors the tail takes, one adapter branch each):
     conv2d_159: (8, 8, 288)
     conv2d_162: (8, 8, 320)
 
-stitchgen-hash: sha256:7f1cbe3986240f8c1fa2a5feb8f08901b4d1ae851e1f5e8d9662d08309557011
+stitchgen-set: 7349043746078db2
+stitchgen-hash: sha256:e8316e324924f397d1ff2c6f6d7a4b9fdfd1cad424b48ea197fa98cd041241d4
 """
 
 import keras

@@ -13,7 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-hash: sha256:e9752fc876e2a46a7800d90759c65f8468cc67ef14714b3b2791ffc66f740b82
+stitchgen-set: 7349043746078db2
+stitchgen-hash: sha256:0fe2d42dd81ffeaf2b3d13c6060673622880db39b6509d30a6d38a226e42db32
 """
 
 import argparse
@@ -56,6 +57,10 @@ import keras
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_SET = (
+    "7349043746078db2"  # the set token of the module this script was generated with
+)
+REGENERATE = "stitchgen generate examples/mobilenet_to_inception_resnet_v2.toml"
 HEAD_SOURCE = "keras.applications.MobileNet"
 HEAD_KWARGS = {"input_shape": (224, 224, 3)}
 HEAD_DEFAULT_WEIGHTS = "imagenet"
@@ -209,6 +214,43 @@ class PortError(Exception):
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class MixedSetError(Exception):
+    """The model module beside this script comes from another generation."""
+
+
+def module_set_token(text):
+    """The `stitchgen-set:` token on a line of its own in a generated file, or None."""
+    for line in text.splitlines():
+        if line.startswith("stitchgen-set: "):
+            return line[len("stitchgen-set: ") :].strip()
+    return None
+
+
+def load_module_beside(here, name, expected_set, regenerate):
+    """The generated module `name`.py in `here`, refused when its set token is not `expected_set`.
+
+    Files of one generation belong together: a module from another commit or branch
+    would load and then fail, or worse run, with this script's tables.
+    """
+    path = os.path.join(here, name + ".py")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            found = module_set_token(stream.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixedSetError(
+            f"cannot read {path} ({exc}); regenerate the set: {regenerate}"
+        ) from None
+    if found != expected_set:
+        raise MixedSetError(
+            f"{name}.py is from another generation than this script (set {found or 'none'}, "
+            f"expected {expected_set}); regenerate both together: {regenerate}"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_argument(value, default, here):
@@ -432,14 +474,10 @@ def flatten(value):
 
 
 def load_generated():
-    """The generated hybrid module that sits beside this script."""
-    path = os.path.join(HERE, "mobilenet_to_inception_resnet_v2" + ".py")
-    spec = importlib.util.spec_from_file_location(
-        "mobilenet_to_inception_resnet_v2", path
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(
+        HERE, "mobilenet_to_inception_resnet_v2", MODULE_SET, REGENERATE
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_head_source(weights):
@@ -643,6 +681,9 @@ def main(argv=None):
                 )
                 return 1
         save_atomic(target, args.output)
+    except MixedSetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - any failure: one line, write nothing
         print(f"error: {str(exc) if args.verbose else one_line(exc)}", file=sys.stderr)
         return 1

@@ -29,7 +29,8 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-hash: sha256:df787d2d6b95835f1d807bfdfc11d820be2dd8ade45e8964985ce99fe3b6bb8d
+stitchgen-set: 7349043746078db2
+stitchgen-hash: sha256:f4d4b451e2f1f3945a7f89baada136faad668fe4728c352216cc24e745c5e516
 """
 
 import argparse
@@ -76,6 +77,10 @@ import numpy as np
 import tensorflow as tf  # tf.data streams the cache; tf.distribute runs on several devices
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_SET = (
+    "7349043746078db2"  # the set token of the module this script was generated with
+)
+REGENERATE = "stitchgen generate examples/mobilenet_to_inception_resnet_v2.toml"
 TAIL_SOURCE = "keras.applications.InceptionResNetV2"
 TAIL_KWARGS = {"input_shape": (299, 299, 3)}
 TAIL_DEFAULT_WEIGHTS = "imagenet"
@@ -110,6 +115,43 @@ class TrainError(Exception):
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class MixedSetError(Exception):
+    """The model module beside this script comes from another generation."""
+
+
+def module_set_token(text):
+    """The `stitchgen-set:` token on a line of its own in a generated file, or None."""
+    for line in text.splitlines():
+        if line.startswith("stitchgen-set: "):
+            return line[len("stitchgen-set: ") :].strip()
+    return None
+
+
+def load_module_beside(here, name, expected_set, regenerate):
+    """The generated module `name`.py in `here`, refused when its set token is not `expected_set`.
+
+    Files of one generation belong together: a module from another commit or branch
+    would load and then fail, or worse run, with this script's tables.
+    """
+    path = os.path.join(here, name + ".py")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            found = module_set_token(stream.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixedSetError(
+            f"cannot read {path} ({exc}); regenerate the set: {regenerate}"
+        ) from None
+    if found != expected_set:
+        raise MixedSetError(
+            f"{name}.py is from another generation than this script (set {found or 'none'}, "
+            f"expected {expected_set}); regenerate both together: {regenerate}"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_argument(value, default, here):
@@ -333,13 +375,10 @@ def flatten(value):
 
 
 def load_generated():
-    spec = importlib.util.spec_from_file_location(
-        "mobilenet_to_inception_resnet_v2",
-        os.path.join(HERE, "mobilenet_to_inception_resnet_v2" + ".py"),
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(
+        HERE, "mobilenet_to_inception_resnet_v2", MODULE_SET, REGENERATE
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_tail_source(weights):
@@ -1215,7 +1254,7 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
-    except TrainError as exc:
+    except (TrainError, MixedSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - report any failure; the checkpoint stays

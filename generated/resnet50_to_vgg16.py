@@ -9,7 +9,8 @@ Regenerate: stitchgen generate examples/resnet50_to_vgg16.toml
 Frontier (the tensors the tail takes, one adapter branch each):
     block2_pool: (56, 56, 128)
 
-stitchgen-hash: sha256:13262171a09935400fb37aefe659ee0722f03fc1b0454627d43533c0c28c6dbf
+stitchgen-set: 0e2629db90643da8
+stitchgen-hash: sha256:b7bf9fa433e74f4157566df37a4f6d92adfeab90181468b7f1571967ed97783c
 """
 
 import keras

@@ -13,7 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-hash: sha256:03674a9be240d7165bd9888f116663898006fc879e29b23e136145fa72db9965
+stitchgen-set: 0e2629db90643da8
+stitchgen-hash: sha256:40708b3b918378b0e2d895d7ffd92cc30d848ee28ee70b273c7bfbd75df42ffb
 """
 
 import argparse
@@ -56,6 +57,10 @@ import keras
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_SET = (
+    "0e2629db90643da8"  # the set token of the module this script was generated with
+)
+REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 HEAD_SOURCE = "keras.applications.ResNet50"
 HEAD_KWARGS = {"input_shape": (224, 224, 3)}
 HEAD_DEFAULT_WEIGHTS = "imagenet"
@@ -120,6 +125,43 @@ class PortError(Exception):
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class MixedSetError(Exception):
+    """The model module beside this script comes from another generation."""
+
+
+def module_set_token(text):
+    """The `stitchgen-set:` token on a line of its own in a generated file, or None."""
+    for line in text.splitlines():
+        if line.startswith("stitchgen-set: "):
+            return line[len("stitchgen-set: ") :].strip()
+    return None
+
+
+def load_module_beside(here, name, expected_set, regenerate):
+    """The generated module `name`.py in `here`, refused when its set token is not `expected_set`.
+
+    Files of one generation belong together: a module from another commit or branch
+    would load and then fail, or worse run, with this script's tables.
+    """
+    path = os.path.join(here, name + ".py")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            found = module_set_token(stream.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixedSetError(
+            f"cannot read {path} ({exc}); regenerate the set: {regenerate}"
+        ) from None
+    if found != expected_set:
+        raise MixedSetError(
+            f"{name}.py is from another generation than this script (set {found or 'none'}, "
+            f"expected {expected_set}); regenerate both together: {regenerate}"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_argument(value, default, here):
@@ -343,12 +385,8 @@ def flatten(value):
 
 
 def load_generated():
-    """The generated hybrid module that sits beside this script."""
-    path = os.path.join(HERE, "resnet50_to_vgg16" + ".py")
-    spec = importlib.util.spec_from_file_location("resnet50_to_vgg16", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, "resnet50_to_vgg16", MODULE_SET, REGENERATE)
 
 
 def build_head_source(weights):
@@ -552,6 +590,9 @@ def main(argv=None):
                 )
                 return 1
         save_atomic(target, args.output)
+    except MixedSetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - any failure: one line, write nothing
         print(f"error: {str(exc) if args.verbose else one_line(exc)}", file=sys.stderr)
         return 1

@@ -29,7 +29,8 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-hash: sha256:4a925ace9854f7d7bce4c2f4cace4a0cab2d49cbb4e218cd278b3049d3c3c4cd
+stitchgen-set: 0e2629db90643da8
+stitchgen-hash: sha256:01a41559e100f84a5af899d0f95c4cc782d7d9a746ce9c9615dd10a0a8455b57
 """
 
 import argparse
@@ -76,6 +77,10 @@ import numpy as np
 import tensorflow as tf  # tf.data streams the cache; tf.distribute runs on several devices
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_SET = (
+    "0e2629db90643da8"  # the set token of the module this script was generated with
+)
+REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 TAIL_SOURCE = "keras.applications.VGG16"
 TAIL_KWARGS = {"input_shape": (224, 224, 3)}
 TAIL_DEFAULT_WEIGHTS = "imagenet"
@@ -100,6 +105,43 @@ class TrainError(Exception):
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class MixedSetError(Exception):
+    """The model module beside this script comes from another generation."""
+
+
+def module_set_token(text):
+    """The `stitchgen-set:` token on a line of its own in a generated file, or None."""
+    for line in text.splitlines():
+        if line.startswith("stitchgen-set: "):
+            return line[len("stitchgen-set: ") :].strip()
+    return None
+
+
+def load_module_beside(here, name, expected_set, regenerate):
+    """The generated module `name`.py in `here`, refused when its set token is not `expected_set`.
+
+    Files of one generation belong together: a module from another commit or branch
+    would load and then fail, or worse run, with this script's tables.
+    """
+    path = os.path.join(here, name + ".py")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            found = module_set_token(stream.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixedSetError(
+            f"cannot read {path} ({exc}); regenerate the set: {regenerate}"
+        ) from None
+    if found != expected_set:
+        raise MixedSetError(
+            f"{name}.py is from another generation than this script (set {found or 'none'}, "
+            f"expected {expected_set}); regenerate both together: {regenerate}"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_argument(value, default, here):
@@ -323,12 +365,8 @@ def flatten(value):
 
 
 def load_generated():
-    spec = importlib.util.spec_from_file_location(
-        "resnet50_to_vgg16", os.path.join(HERE, "resnet50_to_vgg16" + ".py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, "resnet50_to_vgg16", MODULE_SET, REGENERATE)
 
 
 def build_tail_source(weights):
@@ -1204,7 +1242,7 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
-    except TrainError as exc:
+    except (TrainError, MixedSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - report any failure; the checkpoint stays

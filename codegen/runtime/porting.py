@@ -4,6 +4,7 @@ Seeded source weights when the user has none, the verify criterion, weight
 arguments relative to the script, and atomic writes with ordinary file modes.
 """
 
+import importlib.util
 import os
 import tempfile
 
@@ -12,6 +13,41 @@ import numpy as np
 
 # --- inline ---
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class MixedSetError(Exception):
+    """The model module beside this script comes from another generation."""
+
+
+def module_set_token(text):
+    """The `stitchgen-set:` token on a line of its own in a generated file, or None."""
+    for line in text.splitlines():
+        if line.startswith("stitchgen-set: "):
+            return line[len("stitchgen-set: ") :].strip()
+    return None
+
+
+def load_module_beside(here, name, expected_set, regenerate):
+    """The generated module `name`.py in `here`, refused when its set token is not `expected_set`.
+
+    Files of one generation belong together: a module from another commit or branch
+    would load and then fail, or worse run, with this script's tables.
+    """
+    path = os.path.join(here, name + ".py")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            found = module_set_token(stream.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixedSetError(f"cannot read {path} ({exc}); regenerate the set: {regenerate}") from None
+    if found != expected_set:
+        raise MixedSetError(
+            f"{name}.py is from another generation than this script (set {found or 'none'}, "
+            f"expected {expected_set}); regenerate both together: {regenerate}"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def weights_argument(value, default, here):
