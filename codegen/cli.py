@@ -13,7 +13,12 @@ from typing import Any
 import click
 
 from codegen import __version__
-from codegen.errors import StitchgenError, first_line
+from codegen.errors import StitchgenError
+
+
+def _verbose() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("verbose"))
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -25,6 +30,8 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except StitchgenError as exc:
             click.echo(f"error: {exc}", err=True)
+            if exc.detail and _verbose():
+                click.echo(exc.detail, err=True)
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -274,7 +281,7 @@ def export_command(spec: str, weights: str, output_dir: str | None) -> None:
     if not isinstance(loaded, StitchSpec):
         raise StitchgenError("export takes a stitch spec (with [head] and [tail])")
     out = Path(output_dir) if output_dir else loaded.output_dir
-    verbose = click.get_current_context().find_root().params.get("verbose", False)
+    verbose = _verbose()
     result = export(StitchProject.from_spec(loaded), Path(weights), out, verbose=verbose)
     click.echo(f"wrote {result.phone_float32}, {result.phone_int8}, {result.server}")
     click.echo(
@@ -296,16 +303,17 @@ def _weighted_model(source, weights: str):
             with contextlib.redirect_stdout(sys.stderr):
                 return constructor(weights="imagenet", **source.kwargs)
         except Exception as exc:  # noqa: BLE001 - downloads, h5py and Keras raise many kinds
-            raise StitchgenError(
-                f"cannot load imagenet weights for {source.source}: {first_line(exc)} "
-                "(offline: put the file in the Keras cache, ~/.keras/models, or pass a weights file)"
+            raise StitchgenError.wrapping(
+                f"cannot load imagenet weights for {source.source}",
+                exc,
+                " (offline: put the file in the Keras cache, ~/.keras/models, or pass a weights file)",
             ) from None
     model = load_model(source)
     if weights not in ("none", "imagenet"):
         try:
             model.load_weights(weights)
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
-            raise StitchgenError(f"cannot load weights {weights!r}: {exc}") from None
+            raise StitchgenError.wrapping(f"cannot load weights {weights!r}", exc) from None
     return model
 
 

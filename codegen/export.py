@@ -149,8 +149,7 @@ def export(
     try:
         hybrid.load_weights(weights)
     except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StitchgenError(f"--weights {str(weights)!r} does not hold {name}'s weights ({first})") from None
+        raise StitchgenError.wrapping(f"--weights {str(weights)!r} does not hold {name}'s weights", exc) from None
     head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
     for part in (head, adapter, tail):
         _copy_by_name(hybrid, part)

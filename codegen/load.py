@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from codegen.errors import StitchgenError, first_line
+from codegen.errors import StitchgenError
 from codegen.spec import ModelSource
 
 
@@ -41,10 +41,10 @@ def import_object(dotted: str, base_dir: Path, what: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise StitchgenError(f"cannot import {what} module {module_name!r}: {first_line(exc)}") from None
+            raise StitchgenError.wrapping(f"cannot import {what} module {module_name!r}", exc) from None
         except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
-            raise StitchgenError(
-                f"importing {what} module {module_name!r} failed: {type(exc).__name__}: {first_line(exc)}"
+            raise StitchgenError.wrapping(
+                f"importing {what} module {module_name!r} failed: {type(exc).__name__}", exc
             ) from None
     if not hasattr(module, attr):
         raise StitchgenError(f"module {module_name!r} has no {what} {attr!r}")
@@ -117,10 +117,10 @@ def load_model(source: ModelSource) -> Any:
     except StitchgenError:
         raise
     except (TypeError, ValueError) as exc:
-        raise StitchgenError(f"cannot build {source.source}: {first_line(exc)}") from None
+        raise StitchgenError.wrapping(f"cannot build {source.source}", exc) from None
     except Exception as exc:  # noqa: BLE001 - builders, h5py and Keras raise many kinds
         verb = "load" if source.kind == "file" else "build"
-        raise StitchgenError(f"cannot {verb} {source.source}: {type(exc).__name__}: {first_line(exc)}") from None
+        raise StitchgenError.wrapping(f"cannot {verb} {source.source}: {type(exc).__name__}", exc) from None
     if not isinstance(model, keras.Model):
         raise StitchgenError(f"builder {source.source} returned {type(model).__name__}, not a keras.Model")
     return model

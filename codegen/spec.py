@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import keyword
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,17 @@ _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 STYLES = ("factored", "flat")
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 # Module names that would shadow what the generated files import (a circular import at run time).
-_SHADOWING = frozenset({"keras", "numpy", "tensorflow", "h5py", "argparse", "os", "sys", "json", "math", "tempfile"})
+# a module named like one the generated files import would be imported in its place
+_SHADOWING = frozenset(sys.stdlib_module_names) | {
+    "keras",
+    "numpy",
+    "tensorflow",
+    "h5py",
+    "matplotlib",
+    "ai_edge_litert",
+    "codegen",
+    "stitchgen",
+}
 
 
 def as_keras_values(value: Any) -> Any:

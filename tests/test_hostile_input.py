@@ -133,3 +133,45 @@ def test_suggest_images_file_that_is_not_an_npz(places):
         "--head-weights", "none", "--tail-weights", "none", cwd=work,
     )  # fmt: skip
     assert "not a readable .npz" in one_error_line(result)
+
+
+SPEC_CASES = {
+    "name with a trailing newline": ('name = "net\\n"\n', "must be a lowercase Python module name"),
+    "name keras": ('name = "keras"\n', "would shadow the 'keras' module"),
+    "name numpy": ('name = "numpy"\n', "would shadow the 'numpy' module"),
+    "name hashlib (imported by the training script)": ('name = "hashlib"\n', "would shadow the 'hashlib' module"),
+    "name a keyword": ('name = "lambda"\n', "must be a lowercase Python module name"),
+    "style 5": ('name = "net"\nstyle = 5\n', "style 5 is not one of"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPEC_CASES))
+def test_spec_keys_that_would_break_the_set_are_one_line(places, case):
+    specs, out, work = places
+    head, fragment = SPEC_CASES[case]
+    (specs / "net.toml").write_text(f'{head}[model]\nsource = "builders:small"\n')
+    for extra in ((), ("--style", "flat")):  # an override does not hide a bad key
+        line = one_error_line(run_cli("generate", str(specs / "net.toml"), "--output-dir", str(out), *extra, cwd=work))
+        assert fragment in line, line
+    assert not out.exists()
+
+
+def test_a_bad_head_kwargs_is_named_as_such(places):
+    _, _, work = places
+    result = run_cli(
+        "suggest", "--head", "keras.applications.MobileNet", "--tail", "keras.applications.MobileNet",
+        "--head-kwargs", "{not json", "--tail-kwargs", "{}", cwd=work,
+    )  # fmt: skip
+    assert one_error_line(result).startswith("error: --head-kwargs is not valid JSON"), result.stderr
+
+
+def test_keras_multi_line_errors_are_one_line_and_whole_under_verbose(places):
+    """A garbage weights file: Keras's message runs over lines; the user sees the first, --verbose all."""
+    specs, out, work = places
+    (specs / "net.toml").write_text('name = "net"\n[model]\nsource = "garbage.h5"\n')
+    quiet = run_cli("generate", str(specs / "net.toml"), "--output-dir", str(out), cwd=work)
+    line = one_error_line(quiet)
+    loud = run_cli("--verbose", "generate", str(specs / "net.toml"), "--output-dir", str(out), cwd=work)
+    assert loud.returncode == 2 and "Traceback" not in loud.stderr
+    assert line in loud.stderr and len(loud.stderr.strip().splitlines()) >= 2, loud.stderr
+    assert not out.exists()

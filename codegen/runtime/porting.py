@@ -238,7 +238,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):
