@@ -42,7 +42,7 @@ def render(value: Any, ref: Callable[[TensorRef], str] | None = None) -> Literal
 
 
 def _render(value: Any, ref: Callable[[TensorRef], str] | None = None) -> str:
-    if isinstance(value, Expr):
+    if isinstance(value, (Expr, Literal)):  # already code
         return str(value)
     if isinstance(value, TensorRef):
         if ref is None:
@@ -121,6 +121,18 @@ def _render_slice(value: slice, ref, bare: bool = False) -> str:
     if value.step is not None:
         text += ":" + render(value.step, ref)
     return text
+
+
+def render_fstring(prefix: str, index: Expr, suffix: str) -> Literal:
+    """`f"<prefix>{index}<suffix>"`: model text around a counter the generator wrote.
+
+    Braces in the text are doubled (literal braces in an f-string) and `repr` escapes
+    the rest, so only `index` is evaluated.
+    """
+    text = (
+        prefix.replace("{", "{{").replace("}", "}}") + "{" + index + "}" + suffix.replace("{", "{{").replace("}", "}}")
+    )
+    return Literal("f" + repr(text))
 
 
 _UNSAFE_IN_DOC = re.compile(r"[^A-Za-z0-9_.,:;=()\[\]{}/ +<>'`!?#*%&@$^|~-]")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codegen.ir import Call, Op, TensorRef, tensor_refs
-from codegen.literals import Expr, render
+from codegen.literals import Expr, render, render_fstring
 from codegen.naming import SHORT_CLASS_NAMES
 from codegen.publicapi import to_snake_case
 
@@ -356,14 +356,8 @@ def fit_loop(instances: list[Instance], params: list[str]) -> Loop | None:
         if prefix is None:
             args[p] = Expr(index)
         else:
-            literal = _escape_braces(prefix) + "{" + index + "}" + _escape_braces(suffix)
-            args[p] = Expr("f" + repr(literal))
+            args[p] = render_fstring(prefix, index, suffix)
     return Loop(start, start + n, args)
-
-
-def _escape_braces(text: str) -> str:
-    """Literal text inside an f-string."""
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _counter(values: list[Any]) -> tuple[str | None, list[int], str] | None:
@@ -371,7 +365,7 @@ def _counter(values: list[Any]) -> tuple[str | None, list[int], str] | None:
         return None, list(values), ""
     if all(isinstance(v, Name) and v.param is None for v in values):
         texts = [v.suffix for v in values]
-        matches = [re.fullmatch(r"(.*?)(\d+)(\D*)", t) for t in texts]
+        matches = [re.fullmatch(r"(.*?)(\d+)(\D*)", t, re.DOTALL) for t in texts]
         if not all(matches):
             return None
         prefixes = {m.group(1) for m in matches}

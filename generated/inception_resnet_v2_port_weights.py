@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 1c8344fe7f5d26bb
-stitchgen-hash: sha256:01151ff8512ecb756ce2ffb531584e847124209eac8c9fa7ab252622fed78195
+stitchgen-hash: sha256:596aa225bcf933a8dd47acc0aa790a33af38659b1540c42510518d6d0a7b41e5
 """
 
 import argparse
@@ -781,7 +781,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

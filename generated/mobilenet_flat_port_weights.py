@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: c3dfe1ea8f7081a3
-stitchgen-hash: sha256:f0ef9a2222ca85fdcb9af89877c360e81866f6731509ea19c97083e53cbb73d7
+stitchgen-hash: sha256:45d4ed3e246164ee3929e715a684469ac550bbc85eeb5adec4e523692797bbc9
 """
 
 import argparse
@@ -387,7 +387,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 688e6ce8698027e9
-stitchgen-hash: sha256:ebdad8162c4707a6fe1ca3bb242819d7a1a006bc37104a47aa27a2ac25aafe71
+stitchgen-hash: sha256:6b34d332b4f9e2763cbd29e3979623a26310a76a7e3d72410f5fcd73c9b0dfd9
 """
 
 import argparse
@@ -387,7 +387,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: 7349043746078db2
-stitchgen-hash: sha256:0fe2d42dd81ffeaf2b3d13c6060673622880db39b6509d30a6d38a226e42db32
+stitchgen-hash: sha256:2199d31e19f729fbe7eb44ef4d7567534573cb38ed74711c6e96a11074e32a84
 """
 
 import argparse
@@ -461,7 +461,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

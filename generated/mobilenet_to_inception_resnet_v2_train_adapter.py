@@ -30,7 +30,7 @@ OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
 stitchgen-set: 7349043746078db2
-stitchgen-hash: sha256:f4d4b451e2f1f3945a7f89baada136faad668fe4728c352216cc24e745c5e516
+stitchgen-hash: sha256:50d33b5f2cbee3ef9b65cd821040ed4e493acb9c5c8577de406e2a4596b26288
 """
 
 import argparse
@@ -362,7 +362,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

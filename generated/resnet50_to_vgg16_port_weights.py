@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: 0e2629db90643da8
-stitchgen-hash: sha256:40708b3b918378b0e2d895d7ffd92cc30d848ee28ee70b273c7bfbd75df42ffb
+stitchgen-hash: sha256:f2ee4636d1a33a5e8f3ca088f53ea1fe59785cd55f5eddd63a6f6dbafcefc4d3
 """
 
 import argparse
@@ -372,7 +372,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

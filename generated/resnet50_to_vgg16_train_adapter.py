@@ -30,7 +30,7 @@ OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
 stitchgen-set: 0e2629db90643da8
-stitchgen-hash: sha256:01a41559e100f84a5af899d0f95c4cc782d7d9a746ce9c9615dd10a0a8455b57
+stitchgen-hash: sha256:9df1f8f41514e5ac85d3abda70444ea8fa1c80d610455307086da39177991212
 """
 
 import argparse
@@ -352,7 +352,9 @@ def save_atomic(model, path):
 def one_line(exc):
     """An exception as one line (Keras's messages span several); the whole text under --verbose."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--verbose shows the whole message)" if len(lines) > 1 else "")
 
 
 def flatten(value):

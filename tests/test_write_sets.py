@@ -97,6 +97,7 @@ def failing_replace(n: int, exc: BaseException):
     return replace
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize(
     "exc", [OSError(28, "No space left on device"), KeyboardInterrupt()], ids=["oserror", "ctrl-c"]
@@ -111,6 +112,7 @@ def test_an_error_at_the_nth_move_restores_the_previous_set(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(NAMES)  # no staging left
 
 
+@pytest.mark.unit
 def test_an_error_on_a_first_write_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "_replace", failing_replace(2, OSError(28, "No space left on device")))
     with pytest.raises(StitchgenError, match="No space left"):
@@ -118,6 +120,7 @@ def test_an_error_on_a_first_write_leaves_no_file(tmp_path, monkeypatch):
     assert list((tmp_path / "fresh").iterdir()) == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("k", [0, 1, 2])
 def test_a_directory_where_the_kth_output_goes_replaces_nothing(tmp_path, k):
     writer.write_files(OLD, tmp_path)
@@ -150,6 +153,7 @@ KILLER = textwrap.dedent("""
     """)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_a_hard_kill_around_the_nth_move_is_finished_by_the_next_run(tmp_path, n, when):
@@ -166,6 +170,7 @@ def test_a_hard_kill_around_the_nth_move_is_finished_by_the_next_run(tmp_path, n
     assert sorted(p.name for p in out.iterdir()) == sorted(NAMES)
 
 
+@pytest.mark.unit
 def test_a_kill_before_the_commit_point_leaves_the_previous_set(tmp_path):
     writer.write_files(OLD, tmp_path)
     staging = tmp_path / writer.STAGING / "new"
@@ -176,6 +181,7 @@ def test_a_kill_before_the_commit_point_leaves_the_previous_set(tmp_path):
     assert not (tmp_path / writer.STAGING).exists()
 
 
+@pytest.mark.unit
 def test_check_reports_a_set_mixed_by_hand(tmp_path):
     writer.write_files(OLD, tmp_path)
     (tmp_path / NAMES[1]).write_text(NEW[NAMES[1]])
