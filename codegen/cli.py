@@ -103,6 +103,7 @@ def inspect(
     MODEL is keras.applications.NAME, a .keras/.h5 file, module:function, or a
     spec .toml. A '*' in the cut column marks a valid single-tensor cut point.
     """
+    from codegen.api import frontier_rows, layer_rows
     from codegen.cuts import CutAnalysis
     from codegen.introspect import introspect
     from codegen.load import custom_objects, load_model
@@ -116,55 +117,17 @@ def inspect(
         producers = {analysis.frontier(p)[0].producer for p in analysis.single_tensor_cuts()}
         click.echo(f"wrote {render(model_dot(graph, producers), Path(plot))}", err=True)
     if frontier_at is not None:
-        try:
-            position = analysis.resolve(int(frontier_at) if frontier_at.lstrip("-").isdigit() else frontier_at)
-        except ValueError as exc:
-            raise StitchgenError(str(exc)) from None
-        crossing = analysis.frontier(position)
-        rows = [
-            {
-                "tensor": c.producer,
-                "output_index": c.ref.index,
-                "shape": list(c.info.shape),
-                "dtype": c.info.dtype,
-                "produced_at": c.position,
-            }
-            for c in crossing
-        ]
+        found = frontier_rows(analysis, frontier_at)
         if as_json:
-            click.echo(
-                json.dumps({"position": position, "layer": analysis.layers[position].name, "frontier": rows}, indent=2)
-            )
+            click.echo(json.dumps(found, indent=2))
             return
-        click.echo(f"frontier after layer {position} ({analysis.layers[position].name}): {len(rows)} tensor(s)")
-        for row in rows:
+        click.echo(f"frontier after layer {found['position']} ({found['layer']}): {len(found['frontier'])} tensor(s)")
+        for row in found["frontier"]:
             click.echo(
                 f"  {row['tensor']:<32} {_shape(tuple(row['shape'])):<22} produced at layer {row['produced_at']}"
             )
         return
-
-    sizes = analysis.frontier_sizes()
-    calls_by_op = {}
-    for call in graph.calls:
-        calls_by_op.setdefault(call.op, call)
-    rows = []
-    for op in analysis.layers:
-        call = calls_by_op.get(op.name)
-        info = call.outputs[0] if call is not None and call.outputs else None
-        is_cut = sizes[op.layer_index] == 1
-        if cuts and not is_cut:
-            continue
-        row = {
-            "index": op.layer_index,
-            "name": op.name,
-            "class": op.class_name,
-            "output_shape": list(info.shape) if info else None,
-            "params": op.params,
-            "cut": is_cut,
-        }
-        if cuts and info is not None:
-            row["stride"] = analysis.stride(info)
-        rows.append(row)
+    rows = layer_rows(analysis, cuts_only=cuts)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codegen.project import ModelProject
-from codegen.spec import StitchSpec, load_spec
+from codegen.spec import ModelSpec, StitchSpec, load_spec
 
 
 def generate_files(
@@ -17,11 +17,16 @@ def generate_files(
     to the text: the emitted scripts record model and weights files relative to it.
     """
     spec = load_spec(spec_path, style, output_dir)
+    return files_for(spec), spec.output_dir
+
+
+def files_for(spec: ModelSpec | StitchSpec) -> dict[str, str]:
+    """File name -> text for a loaded spec."""
     if isinstance(spec, StitchSpec):
         from codegen.stitch import StitchProject
 
-        return StitchProject.from_spec(spec).files(), spec.output_dir
-    return ModelProject.from_spec(spec).files(), spec.output_dir
+        return StitchProject.from_spec(spec).files()
+    return ModelProject.from_spec(spec).files()
 
 
 def import_generated(project, prefix: str = "_stitchgen_"):

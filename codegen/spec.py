@@ -337,7 +337,15 @@ def load_spec(
 ) -> ModelSpec | StitchSpec:
     """The spec at `path`; `style` and `output_dir` (relative to the working directory) override its keys."""
     spec_path = Path(path)
-    data = read_toml(spec_path)
+    return spec_from_data(read_toml(spec_path), spec_path, style, output_dir)
+
+
+def spec_from_data(
+    data: dict[str, Any], spec_path: Path, style: str | None = None, output_dir: str | Path | None = None
+) -> ModelSpec | StitchSpec:
+    """A spec from its parsed TOML `data`, as if read from `spec_path` (relative paths start at its folder)."""
+    if not isinstance(data, dict):
+        raise _fail(spec_path, "a spec is a table of keys (a dict)")
     given = output_dir is not None
     if "head" in data or "tail" in data:
         name = check_name(data.get("name"), spec_path)

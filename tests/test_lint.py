@@ -12,7 +12,7 @@ import sys
 
 from helpers import REPO
 
-SOURCES = ["codegen", "tests", "benchmarks"]
+SOURCES = ["codegen", "stitchgen", "tests", "benchmarks"]
 
 
 def test_ruff_is_clean():

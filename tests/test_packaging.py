@@ -23,3 +23,4 @@ def test_installed_distribution_carries_templates():
     files = {str(f) for f in dist.files or ()}
     assert "codegen/templates/model.py.jinja" in files
     assert "codegen/templates/port_weights.py.jinja" in files
+    assert "stitchgen/__init__.py" in files and "stitchgen/py.typed" in files
