@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -108,6 +109,14 @@ def test_inspect_table_and_json():
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if " conv_pad_6 " in line)
     assert row.split()[0] == "36" and "(None, 29, 29, 256)" in row and row.rstrip().endswith("*")
+    as_json = run_cli("inspect", "keras.applications.MobileNet", "--kwargs", '{"input_shape": [224, 224, 3]}', "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert len(rows) == len(result.stdout.splitlines()) - 1  # one per table row
+    (pad,) = [r for r in rows if r["name"] == "conv_pad_6"]
+    assert pad == {"index": 36, "name": "conv_pad_6", "class": "ZeroPadding2D", "output_shape": [None, 29, 29, 256],
+                   "params": 0, "cut": True}  # fmt: skip
+    assert sum(r["params"] for r in rows) == 4253864  # MobileNet's count_params()
 
 
 def test_inspect_frontier_and_errors():

@@ -138,6 +138,52 @@ def test_resume_continues_and_rejects_a_bad_checkpoint(hybrid_dir, tmp_path):
     assert "Traceback" not in broken.stderr and out.read_bytes() == before
 
 
+def test_resume_after_a_hard_kill_in_the_middle_of_a_stage(hybrid_dir, tmp_path):
+    """SIGKILL after some distill epochs: --resume continues that stage from its last epoch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import subprocess_env
+
+    out = tmp_path / "run.weights.h5"
+    state_path = tmp_path / "run.weights.h5.ckpt.json"
+    common = ["--weights", str(hybrid_dir / "ported.weights.h5"), "--tail-weights", str(hybrid_dir / "tail.weights.h5"),
+              "--output", str(out), "--batch-size", "8", "--data", str(hybrid_dir / "data.npz"),
+              "--stages", "lstsq,distill"]  # fmt: skip
+    script = str(hybrid_dir / "tiny_train_adapter.py")
+    running = subprocess.Popen(
+        [sys.executable, script, *common, "--epochs", "500"], cwd=hybrid_dir, env=subprocess_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    state = {}
+    while time.monotonic() < deadline and running.poll() is None:
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):  # not written yet
+            state = {}
+        if state.get("stage") == "distill" and state.get("epoch", 0) >= 2:
+            break
+        time.sleep(0.2)
+    running.send_signal(signal.SIGKILL)
+    running.wait()
+    assert state.get("stage") == "distill", state
+    state = json.loads(state_path.read_text())  # the last epoch it saved before the kill
+    stopped = state["epoch"]
+    assert state["done"] == ["lstsq"] and stopped >= 2 and not out.exists()
+
+    resumed = train(hybrid_dir, out, "--data", str(hybrid_dir / "data.npz"), "--stages", "lstsq,distill",
+                    "--epochs", str(stopped + 2), "--resume")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming after lstsq, epoch {stopped}" in resumed.stdout
+    assert "stage lstsq" not in resumed.stdout  # the finished stage is not run again
+    log = json.loads((tmp_path / "run.weights.h5.json").read_text())
+    (distill,) = [entry for entry in log["stages"] if entry["stage"] == "distill"]
+    assert len(distill["history"]) == stopped + 2  # the killed run's epochs and the resumed ones, once each
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
