@@ -30,7 +30,7 @@ OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
 stitchgen-set: 7349043746078db2
-stitchgen-hash: sha256:50d33b5f2cbee3ef9b65cd821040ed4e493acb9c5c8577de406e2a4596b26288
+stitchgen-hash: sha256:cb003547ca66c2ddb4a1edf91f44d0578dd31148cca2c2f9defb157575d6c728
 """
 
 import argparse
@@ -112,6 +112,10 @@ MEMORY_CACHE_BYTES = 2 * 1024**3  # larger caches go to memory-mapped .npy files
 
 class TrainError(Exception):
     """A problem with the inputs: reported in one line, nothing written."""
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss: exit 1, no output file."""
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
@@ -775,6 +779,11 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = float(logs[self.monitor])
+        if not all(np.isfinite(float(v)) for v in logs.values()):
+            raise Diverged(
+                f"stage {self.stage}, epoch {epoch + 1}: the loss is not finite ({value}); nothing written, "
+                f"the last good checkpoint is {self.run.checkpoint}; try a lower --learning-rate"
+            )
         state = self.run.state
         state["epoch"] = epoch + 1
         state.setdefault("history", {}).setdefault(self.stage, []).append(
@@ -1259,6 +1268,9 @@ def main(argv=None):
     except (TrainError, MixedSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Diverged as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - report any failure; the checkpoint stays
         print(
             f"error: {type(exc).__name__}: {str(exc) if args.verbose else one_line(exc)}",

@@ -30,7 +30,7 @@ OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
 stitchgen-set: 0e2629db90643da8
-stitchgen-hash: sha256:9df1f8f41514e5ac85d3abda70444ea8fa1c80d610455307086da39177991212
+stitchgen-hash: sha256:1876f82fff6093fd124f52574dd43d5c7bb4e32f15cf9c6df22dbbd597d29bb5
 """
 
 import argparse
@@ -102,6 +102,10 @@ MEMORY_CACHE_BYTES = 2 * 1024**3  # larger caches go to memory-mapped .npy files
 
 class TrainError(Exception):
     """A problem with the inputs: reported in one line, nothing written."""
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss: exit 1, no output file."""
 
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
@@ -763,6 +767,11 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = float(logs[self.monitor])
+        if not all(np.isfinite(float(v)) for v in logs.values()):
+            raise Diverged(
+                f"stage {self.stage}, epoch {epoch + 1}: the loss is not finite ({value}); nothing written, "
+                f"the last good checkpoint is {self.run.checkpoint}; try a lower --learning-rate"
+            )
         state = self.run.state
         state["epoch"] = epoch + 1
         state.setdefault("history", {}).setdefault(self.stage, []).append(
@@ -1247,6 +1256,9 @@ def main(argv=None):
     except (TrainError, MixedSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Diverged as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - report any failure; the checkpoint stays
         print(
             f"error: {type(exc).__name__}: {str(exc) if args.verbose else one_line(exc)}",

@@ -138,6 +138,16 @@ def test_resume_continues_and_rejects_a_bad_checkpoint(hybrid_dir, tmp_path):
     assert "Traceback" not in broken.stderr and out.read_bytes() == before
 
 
+def test_a_non_finite_loss_stops_the_run_with_exit_1_and_no_output(hybrid_dir, tmp_path):
+    out = tmp_path / "run.weights.h5"
+    result = train(hybrid_dir, out, "--data", str(hybrid_dir / "data.npz"), "--stages", "distill",
+                   "--epochs", "3", "--learning-rate", "1e36")  # fmt: skip
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert "training diverged" in line and "the loss is not finite" in line, line
+    assert "Traceback" not in result.stderr and not out.exists() and not (tmp_path / "run.weights.h5.json").exists()
+
+
 def test_resume_after_a_hard_kill_in_the_middle_of_a_stage(hybrid_dir, tmp_path):
     """SIGKILL after some distill epochs: --resume continues that stage from its last epoch."""
     import signal
