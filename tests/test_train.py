@@ -205,6 +205,12 @@ def test_resume_after_a_hard_kill_in_the_middle_of_a_stage(hybrid_dir, tmp_path)
             ),
             "image 0 has non-finite pixels",
         ),
+        (
+            lambda p: np.savez(
+                p, x=np.concatenate([np.ones((2, 16, 16, 3)), np.full((1, 16, 16, 3), np.inf)]).astype("float32")
+            ),
+            "image 2 has non-finite pixels",
+        ),
     ],
 )
 def test_bad_data_gets_a_clear_error(hybrid_dir, tmp_path, make, message):
