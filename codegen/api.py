@@ -72,7 +72,8 @@ def check(spec: SpecLike, *, style: str | None = None, output_dir: str | os.Path
     return check_files(files_for(loaded), loaded.output_dir)
 
 
-def _source(model: str | ModelSource, kwargs: Mapping[str, Any] | None) -> ModelSource:
+def model_source(model: str | ModelSource, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
+    """MODEL as the commands take it (keras.applications.NAME, a model file, module:function, a spec)."""
     if isinstance(model, ModelSource):
         return model
     if model.endswith(".toml"):
@@ -80,15 +81,16 @@ def _source(model: str | ModelSource, kwargs: Mapping[str, Any] | None) -> Model
         if not isinstance(loaded, ModelSpec):
             raise StitchgenError("inspect takes a single-model spec; inspect the [head] or [tail] source instead")
         return loaded.model
-    return parse_source(model, kwargs=dict(kwargs or {}), where="model")
+    return parse_source(model, kwargs=dict(kwargs or {}), base_dir=Path("."), where="MODEL")
 
 
-def _analysis(model: str | ModelSource, kwargs: Mapping[str, Any] | None):
+def analyse(model: str | ModelSource, kwargs: Mapping[str, Any] | None = None):
+    """The cut analysis (with its IR graph) of MODEL, loaded and introspected."""
     from codegen.cuts import CutAnalysis
     from codegen.introspect import introspect
     from codegen.load import custom_objects, load_model
 
-    source = _source(model, kwargs)
+    source = model_source(model, kwargs)
     return CutAnalysis(introspect(load_model(source), custom_objects(source)).graph)
 
 
@@ -97,18 +99,18 @@ def inspect(model: str | ModelSource, *, kwargs: Mapping[str, Any] | None = None
 
     `model` is keras.applications.NAME, a .keras/.h5 file, module:function, or a spec .toml.
     """
-    return layer_rows(_analysis(model, kwargs))
+    return layer_rows(analyse(model, kwargs))
 
 
 def cuts(model: str | ModelSource, *, kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The single-tensor cut points, each row with its output shape and stride."""
-    return layer_rows(_analysis(model, kwargs), cuts_only=True)
+    return layer_rows(analyse(model, kwargs), cuts_only=True)
 
 
 def frontier(model: str | ModelSource, position: int | str, *,
              kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The tensors crossing a cut after `position` (a layer index or name)."""
-    return frontier_rows(_analysis(model, kwargs), position)
+    return frontier_rows(analyse(model, kwargs), position)
 
 
 def report(spec: SpecLike, *, repeats: int = 10, batch_size: int = 8,

@@ -96,10 +96,11 @@ def regenerate_command(spec: Any) -> str:
 
 def header_context(spec: Any, token: str | None) -> dict[str, Any]:
     """What every template's header and set check need; `token` is None while drafting the module."""
+    command = regenerate_command(spec)
     return {
         "version": doc_text(__version__),
-        "regenerate_doc": doc_text(regenerate_command(spec)),
-        "regenerate_literal": render(regenerate_command(spec)),
+        "regenerate_doc": doc_text(command),
+        "regenerate_literal": render(command),
         "hash_line": Expr(PLACEHOLDER),
         "set_line": Expr(SET_PLACEHOLDER if token is None else SET_PREFIX + token),
         "set_literal": render(token),

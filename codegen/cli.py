@@ -54,22 +54,17 @@ def main(verbose: bool) -> None:
 
 
 def _model_source(model: str, kwargs_json: str | None, option: str = "--kwargs"):
-    from codegen.spec import load_spec, parse_source
+    from codegen.api import model_source
 
-    if model.endswith(".toml"):
-        if kwargs_json:
-            raise StitchgenError(f"{option} does not apply to a spec file; edit its [model] kwargs")
-        spec = load_spec(model)
-        if not hasattr(spec, "model"):
-            raise StitchgenError("inspect takes a single-model spec; inspect the [head] or [tail] source instead")
-        return spec.model
+    if model.endswith(".toml") and kwargs_json:
+        raise StitchgenError(f"{option} does not apply to a spec file; edit its [model] kwargs")
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except json.JSONDecodeError as exc:
         raise StitchgenError(f"{option} is not valid JSON: {exc.msg}") from None
     if not isinstance(kwargs, dict):
         raise StitchgenError(f"{option} must be a JSON object, e.g. '{{\"input_shape\": [224, 224, 3]}}'")
-    return parse_source(model, kwargs=kwargs, base_dir=Path("."), where="MODEL")
+    return model_source(model, kwargs)
 
 
 def _shape(shape: tuple) -> str:
@@ -103,14 +98,10 @@ def inspect(
     MODEL is keras.applications.NAME, a .keras/.h5 file, module:function, or a
     spec .toml. A '*' in the cut column marks a valid single-tensor cut point.
     """
-    from codegen.api import frontier_rows, layer_rows
-    from codegen.cuts import CutAnalysis
-    from codegen.introspect import introspect
-    from codegen.load import custom_objects, load_model
+    from codegen.api import analyse, frontier_rows, layer_rows
 
-    source = _model_source(model, kwargs_json)
-    graph = introspect(load_model(source), custom_objects(source)).graph
-    analysis = CutAnalysis(graph)
+    analysis = analyse(_model_source(model, kwargs_json))
+    graph = analysis.graph
     if plot:
         from codegen.diagram import model_dot, render
 
