@@ -73,8 +73,8 @@ def handwritten(name: str) -> tuple[str, int] | None:
 def main() -> None:
     import keras
 
-    from codegen.project import ModelProject
-    from codegen.spec import ModelSpec, parse_source
+    from codegen.frontend.spec import ModelSpec, parse_source
+    from codegen.products.model import ModelProject
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     all_names = sorted(a for a in dir(keras.applications) if a[:1].isupper())

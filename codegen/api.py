@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.errors import StitchgenError
-from codegen.spec import ModelSource, ModelSpec, StitchSpec, load_spec, parse_source, spec_from_data
+from codegen.frontend.spec import ModelSource, ModelSpec, StitchSpec, load_spec, parse_source, spec_from_data
 from codegen.write import Stale
 
 SpecLike = str | os.PathLike | Mapping[str, Any]
@@ -86,9 +86,9 @@ def model_source(model: str | ModelSource, kwargs: Mapping[str, Any] | None = No
 
 def analyse(model: str | ModelSource, kwargs: Mapping[str, Any] | None = None):
     """The cut analysis (with its IR graph) of MODEL, loaded and introspected."""
-    from codegen.cuts import CutAnalysis
-    from codegen.introspect import introspect
-    from codegen.load import custom_objects, load_model
+    from codegen.frontend.introspect import introspect
+    from codegen.frontend.load import custom_objects, load_model
+    from codegen.planning.cuts import CutAnalysis
 
     source = model_source(model, kwargs)
     return CutAnalysis(introspect(load_model(source), custom_objects(source)).graph)
@@ -116,14 +116,14 @@ def frontier(model: str | ModelSource, position: int | str, *,
 def report(spec: SpecLike, *, repeats: int = 10, batch_size: int = 8,
            base_dir: str | os.PathLike | None = None) -> dict[str, Any]:  # fmt: skip
     """What `stitchgen report --json` prints: parameters, MACs, shapes, latency, bytes at the cut."""
-    from codegen.report import model_report, stitch_report
+    from codegen.products.report import model_report, stitch_report
 
     loaded = load(spec, base_dir=base_dir)
     if isinstance(loaded, StitchSpec):
-        from codegen.stitch import StitchProject
+        from codegen.products.hybrid import StitchProject
 
         return stitch_report(StitchProject.from_spec(loaded), repeats, batch_size)
-    from codegen.project import ModelProject
+    from codegen.products.model import ModelProject
 
     return model_report(ModelProject.from_spec(loaded), repeats, batch_size)
 

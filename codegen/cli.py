@@ -103,7 +103,7 @@ def inspect(
     analysis = analyse(_model_source(model, kwargs_json))
     graph = analysis.graph
     if plot:
-        from codegen.diagram import model_dot, render
+        from codegen.products.diagram import model_dot, render
 
         producers = {analysis.frontier(p)[0].producer for p in analysis.single_tensor_cuts()}
         click.echo(f"wrote {render(model_dot(graph, producers), Path(plot))}", err=True)
@@ -184,19 +184,19 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
 
     SPEC is a stitch spec (head, adapter and tail) or a single-model spec.
     """
-    from codegen.project import ModelProject
-    from codegen.report import model_report, render_markdown, stitch_report
-    from codegen.spec import StitchSpec, load_spec
+    from codegen.frontend.spec import StitchSpec, load_spec
+    from codegen.products.model import ModelProject
+    from codegen.products.report import model_report, render_markdown, stitch_report
     from codegen.write import write_files
 
     loaded = load_spec(spec)
     if isinstance(loaded, StitchSpec):
-        from codegen.stitch import StitchProject
+        from codegen.products.hybrid import StitchProject
 
         project = StitchProject.from_spec(loaded)
         result = stitch_report(project, repeats, batch_size)
         if diagram:
-            from codegen.diagram import hybrid_dot, render
+            from codegen.products.diagram import hybrid_dot, render
 
             dot = hybrid_dot(project)
             for suffix in (".svg", ".png"):
@@ -227,9 +227,9 @@ def export_command(spec: str, weights: str, output_dir: str | None) -> None:
     The adapter goes with the tail unless the spec says [adapter] side = "phone".
     The float32 TFLite model is checked against the Keras one on a random batch.
     """
-    from codegen.export import export
-    from codegen.spec import StitchSpec, load_spec
-    from codegen.stitch import StitchProject
+    from codegen.frontend.spec import StitchSpec, load_spec
+    from codegen.products.export import export
+    from codegen.products.hybrid import StitchProject
 
     loaded = load_spec(spec)
     if not isinstance(loaded, StitchSpec):
@@ -247,7 +247,7 @@ def _weighted_model(source, weights: str):
     """The source model with `weights`: "imagenet" (applications), a weights file, or "none"."""
     import keras
 
-    from codegen.load import load_model
+    from codegen.frontend.load import load_model
 
     if source.kind == "application" and weights == "imagenet":
         keras.backend.clear_session()
@@ -277,7 +277,7 @@ def _preprocess_function(source) -> Callable:
 
     import numpy as np
 
-    from codegen.preprocess import default_preprocess
+    from codegen.frontend.preprocess import default_preprocess
 
     path = default_preprocess(source)
     if path == "none":
@@ -314,10 +314,10 @@ def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weigh
     With --images, the normalised residual of a least-squares linear adapter fitted
     on those images (1 - R^2 of the tail network's activations) ranks first.
     """
-    from codegen.cuts import CutAnalysis
-    from codegen.introspect import introspect
-    from codegen.load import custom_objects
-    from codegen.suggest import candidates, count_images, image_batches, rank, residuals, spread
+    from codegen.frontend.introspect import introspect
+    from codegen.frontend.load import custom_objects
+    from codegen.planning.cuts import CutAnalysis
+    from codegen.products.suggest import candidates, count_images, image_batches, rank, residuals, spread
 
     head_source = _model_source(head_model, head_kwargs, "--head-kwargs")
     tail_source = _model_source(tail_model, tail_kwargs, "--tail-kwargs")

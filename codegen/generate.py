@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codegen.project import ModelProject
-from codegen.spec import ModelSpec, StitchSpec, load_spec
+from codegen.frontend.spec import ModelSpec, StitchSpec, load_spec
+from codegen.products.model import ModelProject
 
 
 def generate_files(
@@ -23,7 +23,7 @@ def generate_files(
 def files_for(spec: ModelSpec | StitchSpec) -> dict[str, str]:
     """File name -> text for a loaded spec."""
     if isinstance(spec, StitchSpec):
-        from codegen.stitch import StitchProject
+        from codegen.products.hybrid import StitchProject
 
         return StitchProject.from_spec(spec).files()
     return ModelProject.from_spec(spec).files()

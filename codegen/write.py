@@ -13,7 +13,7 @@ A set is written in three steps, under an exclusive lock on the output folder:
    back ("roll back"), so the previous set stays complete.
 
 No operating system renames several files at once, and files also get mixed by hand,
-so every file of a set also carries the set's token (see `codegen.header`), which the
+so every file of a set also carries the set's token (see `codegen.backend.header`), which the
 emitted scripts and `--check` compare.
 """
 
@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen.backend.header import hash_matches, set_token
 from codegen.errors import StitchgenError
-from codegen.header import hash_matches, set_token
 
 STAGING = ".stitchgen-staging"
 JOURNAL = "journal.json"

@@ -5,8 +5,8 @@ Source: keras.applications.InceptionResNetV2(input_shape=(299, 299, 3))
 Regenerate: stitchgen generate examples/inception_resnet_v2.toml
 Weights: python inception_resnet_v2_port_weights.py --output inception_resnet_v2.weights.h5
 
-stitchgen-set: 1c8344fe7f5d26bb
-stitchgen-hash: sha256:49fac6df81b11cb1a13b12604f55e57211a383b86e6dc4f271e06dfadd459296
+stitchgen-set: d46b1d5be91e2278
+stitchgen-hash: sha256:fea676ccb113a4d28372657b2a1540085184e4638a5b3e57a0350b97e0f65d6b
 """
 
 import keras
@@ -40,14 +40,14 @@ CUSTOM_OBJECTS = {
 }
 
 
-def conv_bn_relu(x, filters, kernel_size, padding="valid", strides=(1, 1), *, name):
-    """Conv2D -> BatchNormalization -> Activation: written once, called from 33 places in this file."""
+def conv_bn_relu(x, filters, kernel_size, strides=(1, 1), padding="same", *, name):
+    """Conv2D -> BatchNormalization -> Activation: written once, called from 38 places in this file."""
     x = layers.Conv2D(
         filters,
         kernel_size,
-        padding=padding,
-        use_bias=False,
         strides=strides,
+        use_bias=False,
+        padding=padding,
         name=name,
     )(x)
     x = layers.BatchNormalization(axis=3, scale=False, name=name + "_bn")(x)
@@ -57,24 +57,12 @@ def conv_bn_relu(x, filters, kernel_size, padding="valid", strides=(1, 1), *, na
 
 def block35(x, *, name):
     """One block as in block35_1 .. block35_10 (10 in the source)."""
-    branch_0 = conv_bn_relu(
-        x, 32, (1, 1), padding="same", name=name + "_branch_0_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        x, 32, (1, 1), padding="same", name=name + "_branch_1_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        branch_1, 32, (3, 3), padding="same", name=name + "_branch_1_conv_2"
-    )
-    branch_2 = conv_bn_relu(
-        x, 32, (1, 1), padding="same", name=name + "_branch_2_conv_1"
-    )
-    branch_2 = conv_bn_relu(
-        branch_2, 48, (3, 3), padding="same", name=name + "_branch_2_conv_2"
-    )
-    branch_2 = conv_bn_relu(
-        branch_2, 64, (3, 3), padding="same", name=name + "_branch_2_conv_3"
-    )
+    branch_0 = conv_bn_relu(x, 32, (1, 1), name=name + "_branch_0_conv_1")
+    branch_1 = conv_bn_relu(x, 32, (1, 1), name=name + "_branch_1_conv_1")
+    branch_1 = conv_bn_relu(branch_1, 32, (3, 3), name=name + "_branch_1_conv_2")
+    branch_2 = conv_bn_relu(x, 32, (1, 1), name=name + "_branch_2_conv_1")
+    branch_2 = conv_bn_relu(branch_2, 48, (3, 3), name=name + "_branch_2_conv_2")
+    branch_2 = conv_bn_relu(branch_2, 64, (3, 3), name=name + "_branch_2_conv_3")
     mixed = layers.Concatenate(axis=3, name=name + "_mixed")(
         [branch_0, branch_1, branch_2]
     )
@@ -97,28 +85,20 @@ def block(
     name,
 ):
     """One block as in block17_1 .. block8_9 (29 in the source)."""
-    branch_0 = conv_bn_relu(
-        x, 192, (1, 1), padding="same", name=name + "_branch_0_conv_1"
-    )
+    branch_0 = conv_bn_relu(x, 192, (1, 1), name=name + "_branch_0_conv_1")
     branch_1 = conv_bn_relu(
-        x,
-        branch_1_conv_1_filters,
-        (1, 1),
-        padding="same",
-        name=name + "_branch_1_conv_1",
+        x, branch_1_conv_1_filters, (1, 1), name=name + "_branch_1_conv_1"
     )
     branch_1 = conv_bn_relu(
         branch_1,
         branch_1_conv_2_filters,
         branch_1_conv_2_kernel_size,
-        padding="same",
         name=name + "_branch_1_conv_2",
     )
     branch_1 = conv_bn_relu(
         branch_1,
         branch_1_conv_3_filters,
         branch_1_conv_3_kernel_size,
-        padding="same",
         name=name + "_branch_1_conv_3",
     )
     mixed = layers.Concatenate(axis=3, name=name + "_mixed")([branch_0, branch_1])
@@ -133,55 +113,31 @@ def block(
 def build_model():
     """The model with fresh weights; load ported ones with model.load_weights(...)."""
     input_layer = keras.Input(shape=(299, 299, 3), name="input_layer")
-    x = layers.Conv2D(32, (3, 3), strides=(2, 2), use_bias=False, name="conv2d")(
-        input_layer
-    )
     # conv2d: 149 x 149 x 32
-    x = layers.BatchNormalization(axis=3, scale=False, name="conv2d_bn")(x)
-    x = layers.Activation("relu", name="conv2d_ac")(x)
-    x = layers.Conv2D(32, (3, 3), use_bias=False, name="conv2d_1")(x)
-    # conv2d: 147 x 147 x 32
-    x = layers.BatchNormalization(axis=3, scale=False, name="conv2d_1_bn")(x)
-    x = layers.Activation("relu", name="conv2d_1_ac")(x)
-    x = layers.Conv2D(64, (3, 3), padding="same", use_bias=False, name="conv2d_2")(x)
-    # conv2d: 147 x 147 x 64
-    x = layers.BatchNormalization(axis=3, scale=False, name="conv2d_2_bn")(x)
-    x = layers.Activation("relu", name="conv2d_2_ac")(x)
+    x = conv_bn_relu(
+        input_layer, 32, (3, 3), strides=(2, 2), padding="valid", name="conv2d"
+    )
+    # conv2d_1: 147 x 147 x 32
+    x = conv_bn_relu(x, 32, (3, 3), padding="valid", name="conv2d_1")
+    # conv2d_2: 147 x 147 x 64
+    x = conv_bn_relu(x, 64, (3, 3), name="conv2d_2")
     x = layers.MaxPooling2D(pool_size=(3, 3), strides=(2, 2), name="max_pooling2d")(x)
-    x = layers.Conv2D(80, (1, 1), use_bias=False, name="conv2d_3")(x)
-    # conv2d: 73 x 73 x 80
-    x = layers.BatchNormalization(axis=3, scale=False, name="conv2d_3_bn")(x)
-    x = layers.Activation("relu", name="conv2d_3_ac")(x)
-    x = layers.Conv2D(192, (3, 3), use_bias=False, name="conv2d_4")(x)
-    # conv2d: 71 x 71 x 192
-    x = layers.BatchNormalization(axis=3, scale=False, name="conv2d_4_bn")(x)
-    x = layers.Activation("relu", name="conv2d_4_ac")(x)
+    # conv2d_3: 73 x 73 x 80
+    x = conv_bn_relu(x, 80, (1, 1), padding="valid", name="conv2d_3")
+    # conv2d_4: 71 x 71 x 192
+    x = conv_bn_relu(x, 192, (3, 3), padding="valid", name="conv2d_4")
     x = layers.MaxPooling2D(pool_size=(3, 3), strides=(2, 2), name="max_pooling2d_1")(x)
     # mixed_5b: 35 x 35 x 320
-    branch_0 = conv_bn_relu(
-        x, 96, (1, 1), padding="same", name="mixed_5b_branch_0_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        x, 48, (1, 1), padding="same", name="mixed_5b_branch_1_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        branch_1, 64, (5, 5), padding="same", name="mixed_5b_branch_1_conv_2"
-    )
-    branch_2 = conv_bn_relu(
-        x, 64, (1, 1), padding="same", name="mixed_5b_branch_2_conv_1"
-    )
-    branch_2 = conv_bn_relu(
-        branch_2, 96, (3, 3), padding="same", name="mixed_5b_branch_2_conv_2"
-    )
-    branch_2 = conv_bn_relu(
-        branch_2, 96, (3, 3), padding="same", name="mixed_5b_branch_2_conv_3"
-    )
+    branch_0 = conv_bn_relu(x, 96, (1, 1), name="mixed_5b_branch_0_conv_1")
+    branch_1 = conv_bn_relu(x, 48, (1, 1), name="mixed_5b_branch_1_conv_1")
+    branch_1 = conv_bn_relu(branch_1, 64, (5, 5), name="mixed_5b_branch_1_conv_2")
+    branch_2 = conv_bn_relu(x, 64, (1, 1), name="mixed_5b_branch_2_conv_1")
+    branch_2 = conv_bn_relu(branch_2, 96, (3, 3), name="mixed_5b_branch_2_conv_2")
+    branch_2 = conv_bn_relu(branch_2, 96, (3, 3), name="mixed_5b_branch_2_conv_3")
     branch_3 = layers.AveragePooling2D(
         (3, 3), padding="same", strides=(1, 1), name="mixed_5b_branch_3_avgpool_1"
     )(x)
-    branch_3 = conv_bn_relu(
-        branch_3, 64, (1, 1), padding="same", name="mixed_5b_branch_3_conv_1"
-    )
+    branch_3 = conv_bn_relu(branch_3, 64, (1, 1), name="mixed_5b_branch_3_conv_1")
     x = layers.Concatenate(axis=3, name="mixed_5b")(
         [branch_0, branch_1, branch_2, branch_3]
     )
@@ -189,44 +145,62 @@ def build_model():
         x = block35(x, name=f"block35_{i}")
     # mixed_6a: 17 x 17 x 1088
     branch_0 = conv_bn_relu(
-        x, 384, (3, 3), strides=(2, 2), name="mixed_6a_branch_0_conv_1"
+        x, 384, (3, 3), strides=(2, 2), padding="valid", name="mixed_6a_branch_0_conv_1"
     )
+    branch_1 = conv_bn_relu(x, 256, (1, 1), name="mixed_6a_branch_1_conv_1")
+    branch_1 = conv_bn_relu(branch_1, 256, (3, 3), name="mixed_6a_branch_1_conv_2")
     branch_1 = conv_bn_relu(
-        x, 256, (1, 1), padding="same", name="mixed_6a_branch_1_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        branch_1, 256, (3, 3), padding="same", name="mixed_6a_branch_1_conv_2"
-    )
-    branch_1 = conv_bn_relu(
-        branch_1, 384, (3, 3), strides=(2, 2), name="mixed_6a_branch_1_conv_3"
+        branch_1,
+        384,
+        (3, 3),
+        strides=(2, 2),
+        padding="valid",
+        name="mixed_6a_branch_1_conv_3",
     )
     branch_2 = layers.MaxPooling2D(
         pool_size=(3, 3), strides=(2, 2), name="mixed_6a_branch_2_maxpool_1"
     )(x)
     x = layers.Concatenate(axis=3, name="mixed_6a")([branch_0, branch_1, branch_2])
     for i in range(1, 21):
-        x = block(x, 128, 160, (1, 7), 192, (7, 1), 1088, 0.1, name=f"block17_{i}")
+        x = block(
+            x,
+            branch_1_conv_1_filters=128,
+            branch_1_conv_2_filters=160,
+            branch_1_conv_2_kernel_size=(1, 7),
+            branch_1_conv_3_filters=192,
+            branch_1_conv_3_kernel_size=(7, 1),
+            conv_filters=1088,
+            scale=0.1,
+            name=f"block17_{i}",
+        )
     # mixed_7a: 8 x 8 x 2080
+    branch_0 = conv_bn_relu(x, 256, (1, 1), name="mixed_7a_branch_0_conv_1")
     branch_0 = conv_bn_relu(
-        x, 256, (1, 1), padding="same", name="mixed_7a_branch_0_conv_1"
+        branch_0,
+        384,
+        (3, 3),
+        strides=(2, 2),
+        padding="valid",
+        name="mixed_7a_branch_0_conv_2",
     )
-    branch_0 = conv_bn_relu(
-        branch_0, 384, (3, 3), strides=(2, 2), name="mixed_7a_branch_0_conv_2"
-    )
+    branch_1 = conv_bn_relu(x, 256, (1, 1), name="mixed_7a_branch_1_conv_1")
     branch_1 = conv_bn_relu(
-        x, 256, (1, 1), padding="same", name="mixed_7a_branch_1_conv_1"
+        branch_1,
+        288,
+        (3, 3),
+        strides=(2, 2),
+        padding="valid",
+        name="mixed_7a_branch_1_conv_2",
     )
-    branch_1 = conv_bn_relu(
-        branch_1, 288, (3, 3), strides=(2, 2), name="mixed_7a_branch_1_conv_2"
-    )
+    branch_2 = conv_bn_relu(x, 256, (1, 1), name="mixed_7a_branch_2_conv_1")
+    branch_2 = conv_bn_relu(branch_2, 288, (3, 3), name="mixed_7a_branch_2_conv_2")
     branch_2 = conv_bn_relu(
-        x, 256, (1, 1), padding="same", name="mixed_7a_branch_2_conv_1"
-    )
-    branch_2 = conv_bn_relu(
-        branch_2, 288, (3, 3), padding="same", name="mixed_7a_branch_2_conv_2"
-    )
-    branch_2 = conv_bn_relu(
-        branch_2, 320, (3, 3), strides=(2, 2), name="mixed_7a_branch_2_conv_3"
+        branch_2,
+        320,
+        (3, 3),
+        strides=(2, 2),
+        padding="valid",
+        name="mixed_7a_branch_2_conv_3",
     )
     branch_3 = layers.MaxPooling2D(
         pool_size=(3, 3), strides=(2, 2), name="mixed_7a_branch_3_maxpool_1"
@@ -235,19 +209,21 @@ def build_model():
         [branch_0, branch_1, branch_2, branch_3]
     )
     for i in range(1, 10):
-        x = block(x, 192, 224, (1, 3), 256, (3, 1), 2080, 0.2, name=f"block8_{i}")
-    branch_0 = conv_bn_relu(
-        x, 192, (1, 1), padding="same", name="block8_10_branch_0_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        x, 192, (1, 1), padding="same", name="block8_10_branch_1_conv_1"
-    )
-    branch_1 = conv_bn_relu(
-        branch_1, 224, (1, 3), padding="same", name="block8_10_branch_1_conv_2"
-    )
-    branch_1 = conv_bn_relu(
-        branch_1, 256, (3, 1), padding="same", name="block8_10_branch_1_conv_3"
-    )
+        x = block(
+            x,
+            branch_1_conv_1_filters=192,
+            branch_1_conv_2_filters=224,
+            branch_1_conv_2_kernel_size=(1, 3),
+            branch_1_conv_3_filters=256,
+            branch_1_conv_3_kernel_size=(3, 1),
+            conv_filters=2080,
+            scale=0.2,
+            name=f"block8_{i}",
+        )
+    branch_0 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_0_conv_1")
+    branch_1 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_1_conv_1")
+    branch_1 = conv_bn_relu(branch_1, 224, (1, 3), name="block8_10_branch_1_conv_2")
+    branch_1 = conv_bn_relu(branch_1, 256, (3, 1), name="block8_10_branch_1_conv_3")
     block8_10_mixed = layers.Concatenate(axis=3, name="block8_10_mixed")(
         [branch_0, branch_1]
     )
@@ -256,7 +232,7 @@ def build_model():
     )(block8_10_mixed)
     x = CustomScaleLayer(1.0, name="block8_10_custom_scale_1")([x, block8_10_mixed])
     # conv_7b: 8 x 8 x 1536
-    x = conv_bn_relu(x, 1536, (1, 1), padding="same", name="conv_7b")
+    x = conv_bn_relu(x, 1536, (1, 1), name="conv_7b")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.Dense(1000, activation="softmax", name="predictions")(x)
     return keras.Model(inputs=input_layer, outputs=x, name="inception_resnet_v2")

@@ -5,8 +5,8 @@ Source: keras.applications.MobileNet(input_shape=(224, 224, 3))
 Regenerate: stitchgen generate examples/mobilenet.toml
 Weights: python mobilenet_port_weights.py --output mobilenet.weights.h5
 
-stitchgen-set: 688e6ce8698027e9
-stitchgen-hash: sha256:8b168a2e81c03460e112a6e256465d29d3397b3d28311bc74a93ff97610b66a3
+stitchgen-set: f1e3c03d4c194f64
+stitchgen-hash: sha256:6929c49fdf496bcd13ca6e040f46302fb6f9cbbbb15c865602051ca10c88623d
 """
 
 import keras
@@ -26,7 +26,7 @@ def conv_pw(x, filters, kernel_size, strides=(1, 1), *, name):
     return x
 
 
-def conv_dw(x, padding="valid", strides=(1, 1), *, name):
+def conv_dw(x, padding="same", strides=(1, 1), *, name):
     """One block as in conv_dw_1 .. conv_dw_13 (13 in the source)."""
     x = layers.DepthwiseConv2D(
         (3, 3), padding=padding, use_bias=False, strides=strides, name=name
@@ -41,47 +41,47 @@ def build_model():
     input_layer = keras.Input(shape=(224, 224, 3), name="input_layer")
     # conv1: 112 x 112 x 32
     x = conv_pw(input_layer, 32, (3, 3), strides=(2, 2), name="conv1")
-    x = conv_dw(x, padding="same", name="conv_dw_1")
+    x = conv_dw(x, name="conv_dw_1")
     # conv_pw_1: 112 x 112 x 64
     x = conv_pw(x, 64, (1, 1), name="conv_pw_1")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_2")(x)
     # conv_dw_2: 56 x 56 x 64
-    x = conv_dw(x, strides=(2, 2), name="conv_dw_2")
+    x = conv_dw(x, padding="valid", strides=(2, 2), name="conv_dw_2")
     # conv_pw_2: 56 x 56 x 128
     x = conv_pw(x, 128, (1, 1), name="conv_pw_2")
-    x = conv_dw(x, padding="same", name="conv_dw_3")
+    x = conv_dw(x, name="conv_dw_3")
     x = conv_pw(x, 128, (1, 1), name="conv_pw_3")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_4")(x)
     # conv_dw_4: 28 x 28 x 128
-    x = conv_dw(x, strides=(2, 2), name="conv_dw_4")
+    x = conv_dw(x, padding="valid", strides=(2, 2), name="conv_dw_4")
     # conv_pw_4: 28 x 28 x 256
     x = conv_pw(x, 256, (1, 1), name="conv_pw_4")
-    x = conv_dw(x, padding="same", name="conv_dw_5")
+    x = conv_dw(x, name="conv_dw_5")
     x = conv_pw(x, 256, (1, 1), name="conv_pw_5")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_6")(x)
     # conv_dw_6: 14 x 14 x 256
-    x = conv_dw(x, strides=(2, 2), name="conv_dw_6")
+    x = conv_dw(x, padding="valid", strides=(2, 2), name="conv_dw_6")
     # conv_pw_6: 14 x 14 x 512
     x = conv_pw(x, 512, (1, 1), name="conv_pw_6")
-    x = conv_dw(x, padding="same", name="conv_dw_7")
+    x = conv_dw(x, name="conv_dw_7")
     x = conv_pw(x, 512, (1, 1), name="conv_pw_7")
-    x = conv_dw(x, padding="same", name="conv_dw_8")
+    x = conv_dw(x, name="conv_dw_8")
     x = conv_pw(x, 512, (1, 1), name="conv_pw_8")
-    x = conv_dw(x, padding="same", name="conv_dw_9")
+    x = conv_dw(x, name="conv_dw_9")
     x = conv_pw(x, 512, (1, 1), name="conv_pw_9")
-    x = conv_dw(x, padding="same", name="conv_dw_10")
+    x = conv_dw(x, name="conv_dw_10")
     x = conv_pw(x, 512, (1, 1), name="conv_pw_10")
-    x = conv_dw(x, padding="same", name="conv_dw_11")
+    x = conv_dw(x, name="conv_dw_11")
     x = conv_pw(x, 512, (1, 1), name="conv_pw_11")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_12")(x)
     # conv_dw_12: 7 x 7 x 512
-    x = conv_dw(x, strides=(2, 2), name="conv_dw_12")
+    x = conv_dw(x, padding="valid", strides=(2, 2), name="conv_dw_12")
     # conv_pw_12: 7 x 7 x 1024
     x = conv_pw(x, 1024, (1, 1), name="conv_pw_12")
-    x = conv_dw(x, padding="same", name="conv_dw_13")
+    x = conv_dw(x, name="conv_dw_13")
     x = conv_pw(x, 1024, (1, 1), name="conv_pw_13")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
-    x = layers.Dropout(0.001, name="dropout")(x, training=False)
+    x = layers.Dropout(0.001, name="dropout")(x)
     x = layers.Conv2D(1000, (1, 1), padding="same", name="conv_preds")(x)
     x = layers.Reshape((1000,), name="reshape_2")(x)
     x = layers.Activation("softmax", name="predictions")(x)

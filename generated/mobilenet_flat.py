@@ -5,8 +5,8 @@ Source: keras.applications.MobileNet(input_shape=(224, 224, 3))
 Regenerate: stitchgen generate examples/mobilenet_flat.toml
 Weights: python mobilenet_flat_port_weights.py --output mobilenet_flat.weights.h5
 
-stitchgen-set: c3dfe1ea8f7081a3
-stitchgen-hash: sha256:eab69b7160b95d041ebb08f1baeb1d5989aec3099f5a2dc75ed674c231edc163
+stitchgen-set: e8ebb9b477c35cf2
+stitchgen-hash: sha256:b193fc60dbe167e6cec3137857423ce95fad86bf719180e8ea024db948e98834
 """
 
 import keras
@@ -169,9 +169,7 @@ def build_model():
     global_average_pooling2d = layers.GlobalAveragePooling2D(
         keepdims=True, name="global_average_pooling2d"
     )(conv_pw_13_relu)
-    dropout = layers.Dropout(0.001, name="dropout")(
-        global_average_pooling2d, training=False
-    )
+    dropout = layers.Dropout(0.001, name="dropout")(global_average_pooling2d)
     conv_preds = layers.Conv2D(1000, (1, 1), padding="same", name="conv_preds")(dropout)
     reshape_2 = layers.Reshape((1000,), name="reshape_2")(conv_preds)
     predictions = layers.Activation("softmax", name="predictions")(reshape_2)

@@ -11,8 +11,8 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-set: c3dfe1ea8f7081a3
-stitchgen-hash: sha256:45d4ed3e246164ee3929e715a684469ac550bbc85eeb5adec4e523692797bbc9
+stitchgen-set: e8ebb9b477c35cf2
+stitchgen-hash: sha256:32e67152a8dc9e50ebdc2f4ba46529e1f8e6a7faae7b817924bb0c7d49d3c6d4
 """
 
 import argparse
@@ -55,8 +55,9 @@ import keras
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE = "mobilenet_flat"
 MODULE_SET = (
-    "c3dfe1ea8f7081a3"  # the set token of the module this script was generated with
+    "e8ebb9b477c35cf2"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet_flat.toml"
 
@@ -130,16 +131,11 @@ LAYER_MAP = (
 # fmt: on
 
 
-def load_generated():
-    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
-    return load_module_beside(HERE, "mobilenet_flat", MODULE_SET, REGENERATE)
+WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 
 
 class PortError(Exception):
     """A problem that stops the port before anything is written."""
-
-
-WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 
 
 class MixedSetError(Exception):
@@ -177,6 +173,86 @@ def load_module_beside(here, name, expected_set, regenerate):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_generated():
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, MODULE, MODULE_SET, REGENERATE)
+
+
+def layer_by_indices(model, path):
+    """The (nested) layer at `path`, a tuple of indices into `.layers`: positions, which auto-names do not change."""
+    layer = model
+    for index in path:
+        layer = layer.layers[index]
+    return layer
+
+
+def layer_by_names(model, path):
+    """The (nested) layer at `path`, names joined by "/"."""
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def plan(sources, target, rows):
+    """Pair every mapped layer and check names, classes and shapes up front.
+
+    `rows` are (side, layer in the target, position in the source, the source layer's
+    names, class name, weight shapes); `sources` maps each side to its source model.
+    """
+    pairs = []
+    for side, target_path, source_path, source_names, class_name, shapes in rows:
+        where = "source" if side is None else f"{side} source"
+        try:
+            src = layer_by_indices(sources[side], source_path)
+        except IndexError:
+            raise PortError(
+                f"{where} has no layer at {source_path} ({source_names})"
+            ) from None
+        dst = layer_by_names(target, target_path)
+        if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
+            raise PortError(
+                f"{where} layer {source_path} is {type(src).__name__} {src.name!r}, expected "
+                f"{class_name} {source_names!r}: the source model differs from the one generated from"
+            )
+        got = tuple(tuple(w.shape) for w in src.weights)
+        want = tuple(tuple(w.shape) for w in dst.weights)
+        if got != tuple(shapes) or want != tuple(shapes):
+            raise PortError(
+                f"weight shapes differ for {where} {source_names}: source {got}, generated {want}"
+            )
+        pairs.append((src, dst))
+    return pairs
+
+
+def port(sources, target, rows):
+    """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
+    pairs = plan(sources, target, rows)
+    progress = (
+        keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
+    )
+    for i, (src, dst) in enumerate(pairs, start=1):
+        set_layer_weights(dst, src.get_weights())
+        if progress is not None:
+            progress.update(i)
+
+
+def copy_by_name(source, target):
+    """Copy weights between two models that share layer names (hybrid <-> its parts)."""
+    for layer in target.layers:
+        if layer.weights:
+            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
+
+
+def operation_output(model, name, index):
+    """Output `index` of the layer or operation `name` in `model` (a frontier tensor)."""
+    for operation in model.operations:
+        if operation.name == name:
+            output = operation.output
+            return output[index] if isinstance(output, (list, tuple)) else output
+    raise PortError(f"the source has no layer or operation named {name!r}")
 
 
 def weights_argument(value, default, here):
@@ -414,57 +490,6 @@ def build_source(weights):
     return model
 
 
-def _layer_by_names(model, path):
-    layer = model
-    for name in path:
-        layer = layer.get_layer(name)
-    return layer
-
-
-def _layer_by_indices(model, path):
-    layer = model
-    for index in path:
-        layer = layer.layers[index]
-    return layer
-
-
-def plan(source, target):
-    """Pair every mapped layer and check names, classes and shapes up front."""
-    pairs = []
-    for target_path, source_path, source_names, class_name, shapes in LAYER_MAP:
-        try:
-            src = _layer_by_indices(source, source_path)
-        except IndexError:
-            raise PortError(
-                f"source has no layer at {source_path} ({source_names})"
-            ) from None
-        dst = _layer_by_names(target, target_path.split("/"))
-        if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
-            raise PortError(
-                f"source layer {source_path} is {type(src).__name__} {src.name!r}, expected "
-                f"{class_name} {source_names!r}: the source model differs from the one generated from"
-            )
-        got = tuple(tuple(w.shape) for w in src.weights)
-        want = tuple(tuple(w.shape) for w in dst.weights)
-        if got != tuple(shapes) or want != tuple(shapes):
-            raise PortError(
-                f"weight shapes differ for {source_names}: source {got}, generated {want}"
-            )
-        pairs.append((src, dst))
-    return pairs
-
-
-def port(source, target):
-    pairs = plan(source, target)
-    progress = (
-        keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
-    )
-    for i, (src, dst) in enumerate(pairs, start=1):
-        set_layer_weights(dst, src.get_weights())
-        if progress is not None:
-            progress.update(i)
-
-
 def verify(source, target, tolerance=TOLERANCE, seed=0):
     """(passed, message): source and generated outputs on one seeded batch."""
     batch = seeded_inputs(source, seed)
@@ -509,7 +534,7 @@ def main(argv=None):
         weights = weights_argument(args.weights, DEFAULT_WEIGHTS, HERE)
         source = build_source(weights)
         target = load_generated().build_model()
-        port(source, target)
+        port({None: source}, target, [(None, *row) for row in LAYER_MAP])
         if args.verify:
             passed, message = verify(source, target, args.tolerance)
             print(f"verify: {message}")

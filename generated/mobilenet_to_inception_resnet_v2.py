@@ -12,8 +12,8 @@ Frontier (the tensors the tail takes, one adapter branch each):
     conv2d_159: (8, 8, 288)
     conv2d_162: (8, 8, 320)
 
-stitchgen-set: 7349043746078db2
-stitchgen-hash: sha256:e8316e324924f397d1ff2c6f6d7a4b9fdfd1cad424b48ea197fa98cd041241d4
+stitchgen-set: f92b56c91a67d31c
+stitchgen-hash: sha256:f796ae2cbf7c7d91c1c58c51acb6922433566427c315cc09e4e699317e8426af
 """
 
 import keras
@@ -78,7 +78,7 @@ def conv_pw(x, filters, kernel_size, strides=(1, 1), *, name):
     return x
 
 
-def conv_dw(x, padding="valid", strides=(1, 1), *, name):
+def conv_dw(x, padding="same", strides=(1, 1), *, name):
     """One block as in conv_dw_1 .. conv_dw_5 (5 in the source)."""
     x = layers.DepthwiseConv2D(
         (3, 3), padding=padding, use_bias=False, strides=strides, name=name
@@ -105,22 +105,22 @@ def head_layers(inputs):
     """The head's layers applied to `inputs`."""
     # conv1: 112 x 112 x 32
     x = conv_pw(inputs, 32, (3, 3), strides=(2, 2), name="conv1")
-    x = conv_dw(x, padding="same", name="conv_dw_1")
+    x = conv_dw(x, name="conv_dw_1")
     # conv_pw_1: 112 x 112 x 64
     x = conv_pw(x, 64, (1, 1), name="conv_pw_1")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_2")(x)
     # conv_dw_2: 56 x 56 x 64
-    x = conv_dw(x, strides=(2, 2), name="conv_dw_2")
+    x = conv_dw(x, padding="valid", strides=(2, 2), name="conv_dw_2")
     # conv_pw_2: 56 x 56 x 128
     x = conv_pw(x, 128, (1, 1), name="conv_pw_2")
-    x = conv_dw(x, padding="same", name="conv_dw_3")
+    x = conv_dw(x, name="conv_dw_3")
     x = conv_pw(x, 128, (1, 1), name="conv_pw_3")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_4")(x)
     # conv_dw_4: 28 x 28 x 128
-    x = conv_dw(x, strides=(2, 2), name="conv_dw_4")
+    x = conv_dw(x, padding="valid", strides=(2, 2), name="conv_dw_4")
     # conv_pw_4: 28 x 28 x 256
     x = conv_pw(x, 256, (1, 1), name="conv_pw_4")
-    x = conv_dw(x, padding="same", name="conv_dw_5")
+    x = conv_dw(x, name="conv_dw_5")
     x = conv_pw(x, 256, (1, 1), name="conv_pw_5")
     x = layers.ZeroPadding2D(padding=((0, 1), (0, 1)), name="conv_pad_6")(x)
     return x

@@ -13,8 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-set: 7349043746078db2
-stitchgen-hash: sha256:2199d31e19f729fbe7eb44ef4d7567534573cb38ed74711c6e96a11074e32a84
+stitchgen-set: f92b56c91a67d31c
+stitchgen-hash: sha256:23930f3e6057e0ecda3537d1e0afbf9eb3d20d015ffe0d4b22e13f60d399da80
 """
 
 import argparse
@@ -57,8 +57,9 @@ import keras
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE = "mobilenet_to_inception_resnet_v2"
 MODULE_SET = (
-    "7349043746078db2"  # the set token of the module this script was generated with
+    "f92b56c91a67d31c"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet_to_inception_resnet_v2.toml"
 HEAD_SOURCE = "keras.applications.MobileNet"
@@ -209,11 +210,11 @@ LAYER_MAP = (
 # fmt: on
 
 
+WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
 class PortError(Exception):
     """A problem that stops the port before anything is written."""
-
-
-WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 
 
 class MixedSetError(Exception):
@@ -251,6 +252,86 @@ def load_module_beside(here, name, expected_set, regenerate):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_generated():
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, MODULE, MODULE_SET, REGENERATE)
+
+
+def layer_by_indices(model, path):
+    """The (nested) layer at `path`, a tuple of indices into `.layers`: positions, which auto-names do not change."""
+    layer = model
+    for index in path:
+        layer = layer.layers[index]
+    return layer
+
+
+def layer_by_names(model, path):
+    """The (nested) layer at `path`, names joined by "/"."""
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def plan(sources, target, rows):
+    """Pair every mapped layer and check names, classes and shapes up front.
+
+    `rows` are (side, layer in the target, position in the source, the source layer's
+    names, class name, weight shapes); `sources` maps each side to its source model.
+    """
+    pairs = []
+    for side, target_path, source_path, source_names, class_name, shapes in rows:
+        where = "source" if side is None else f"{side} source"
+        try:
+            src = layer_by_indices(sources[side], source_path)
+        except IndexError:
+            raise PortError(
+                f"{where} has no layer at {source_path} ({source_names})"
+            ) from None
+        dst = layer_by_names(target, target_path)
+        if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
+            raise PortError(
+                f"{where} layer {source_path} is {type(src).__name__} {src.name!r}, expected "
+                f"{class_name} {source_names!r}: the source model differs from the one generated from"
+            )
+        got = tuple(tuple(w.shape) for w in src.weights)
+        want = tuple(tuple(w.shape) for w in dst.weights)
+        if got != tuple(shapes) or want != tuple(shapes):
+            raise PortError(
+                f"weight shapes differ for {where} {source_names}: source {got}, generated {want}"
+            )
+        pairs.append((src, dst))
+    return pairs
+
+
+def port(sources, target, rows):
+    """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
+    pairs = plan(sources, target, rows)
+    progress = (
+        keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
+    )
+    for i, (src, dst) in enumerate(pairs, start=1):
+        set_layer_weights(dst, src.get_weights())
+        if progress is not None:
+            progress.update(i)
+
+
+def copy_by_name(source, target):
+    """Copy weights between two models that share layer names (hybrid <-> its parts)."""
+    for layer in target.layers:
+        if layer.weights:
+            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
+
+
+def operation_output(model, name, index):
+    """Output `index` of the layer or operation `name` in `model` (a frontier tensor)."""
+    for operation in model.operations:
+        if operation.name == name:
+            output = operation.output
+            return output[index] if isinstance(output, (list, tuple)) else output
+    raise PortError(f"the source has no layer or operation named {name!r}")
 
 
 def weights_argument(value, default, here):
@@ -475,13 +556,6 @@ def flatten(value):
     return [keras.ops.convert_to_numpy(value)]
 
 
-def load_generated():
-    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
-    return load_module_beside(
-        HERE, "mobilenet_to_inception_resnet_v2", MODULE_SET, REGENERATE
-    )
-
-
 def build_head_source(weights):
     """keras.applications model; weights: "imagenet", a weights file, or "none" (seeded random)."""
     keras.backend.clear_session()
@@ -508,76 +582,10 @@ def build_tail_source(weights):
     return model
 
 
-def _layer_by_indices(model, path):
-    layer = model
-    for index in path:
-        layer = layer.layers[index]
-    return layer
-
-
-def _layer_by_names(model, path):
-    layer = model
-    for name in path.split("/"):
-        layer = layer.get_layer(name)
-    return layer
-
-
-def plan(sources, target):
-    """Pair every mapped layer and check names, classes and shapes up front."""
-    pairs = []
-    for side, target_path, source_path, source_names, class_name, shapes in LAYER_MAP:
-        try:
-            src = _layer_by_indices(sources[side], source_path)
-        except IndexError:
-            raise PortError(
-                f"{side} source has no layer at {source_path} ({source_names})"
-            ) from None
-        dst = _layer_by_names(target, target_path)
-        if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
-            raise PortError(
-                f"{side} source layer {source_path} is {type(src).__name__} {src.name!r}, expected "
-                f"{class_name} {source_names!r}: the source model differs from the one generated from"
-            )
-        got = tuple(tuple(w.shape) for w in src.weights)
-        want = tuple(tuple(w.shape) for w in dst.weights)
-        if got != tuple(shapes) or want != tuple(shapes):
-            raise PortError(
-                f"weight shapes differ for {side} {source_names}: source {got}, hybrid {want}"
-            )
-        pairs.append((src, dst))
-    return pairs
-
-
-def port(sources, target):
-    pairs = plan(sources, target)
-    progress = (
-        keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
-    )
-    for i, (src, dst) in enumerate(pairs, start=1):
-        set_layer_weights(dst, src.get_weights())
-        if progress is not None:
-            progress.update(i)
-
-
-def copy_by_name(source, target):
-    """Copy weights between two models that share layer names (hybrid <-> its parts)."""
-    for layer in target.layers:
-        if layer.weights:
-            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
-
-
 def load_adapter(path, target, generated):
     adapter = generated.build_adapter()
     adapter.load_weights(path)
     copy_by_name(adapter, target)
-
-
-def _tensor(model, name, index):
-    for operation in model.operations:
-        if operation.name == name:
-            output = operation.output
-            return output[index] if isinstance(output, (list, tuple)) else output
-    raise PortError(f"the source has no layer or operation named {name!r}")
 
 
 def _submodel(model, outputs):
@@ -595,7 +603,7 @@ def verify(sources, target, generated, tolerance=TOLERANCE, seed=0, batch_size=2
     x = rng.standard_normal((batch_size,) + tuple(generated.INPUT_SHAPE)).astype(
         "float32"
     )
-    reference = _submodel(head_source, _tensor(head_source, *HEAD_OUTPUT))
+    reference = _submodel(head_source, operation_output(head_source, *HEAD_OUTPUT))
     head_result = compare_outputs(
         flatten(reference(x, training=False)),
         flatten(head(x, training=False)),
@@ -607,7 +615,9 @@ def verify(sources, target, generated, tolerance=TOLERANCE, seed=0, batch_size=2
     y = rng.standard_normal((batch_size,) + tuple(TAIL_SOURCE_INPUT_SHAPE)).astype(
         "float32"
     )
-    frontier = _submodel(tail_source, [_tensor(tail_source, *t) for t in TAIL_FRONTIER])
+    frontier = _submodel(
+        tail_source, [operation_output(tail_source, *t) for t in TAIL_FRONTIER]
+    )
     activations = frontier(y, training=False)
     if not isinstance(activations, (list, tuple)):
         activations = [activations]
@@ -666,7 +676,7 @@ def main(argv=None):
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
         target = generated.build_model()
-        port(sources, target)
+        port(sources, target, LAYER_MAP)
         if args.adapter_weights:
             load_adapter(args.adapter_weights, target, generated)
         if args.verify:

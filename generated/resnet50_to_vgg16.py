@@ -9,8 +9,8 @@ Regenerate: stitchgen generate examples/resnet50_to_vgg16.toml
 Frontier (the tensors the tail takes, one adapter branch each):
     block2_pool: (56, 56, 128)
 
-stitchgen-set: 0e2629db90643da8
-stitchgen-hash: sha256:b7bf9fa433e74f4157566df37a4f6d92adfeab90181468b7f1571967ed97783c
+stitchgen-set: 56f43fce2fc7c15d
+stitchgen-hash: sha256:c8241df5991c293e6e74e01ee40b0a9f3debbd58d05f9fe11d07af2e76512d7d
 """
 
 import keras
@@ -120,11 +120,17 @@ def adapter_layers(features):
 def tail_layers(block2_pool_input):
     """The tail's layers applied to the frontier tensors."""
     # block3: 28 x 28 x 256
-    x = block(block2_pool_input, 256, 256, 256, name="block3")
+    x = block(
+        block2_pool_input,
+        conv1_filters=256,
+        conv2_filters=256,
+        conv3_filters=256,
+        name="block3",
+    )
     # block4: 14 x 14 x 512
-    x = block(x, 512, 512, 512, name="block4")
+    x = block(x, conv1_filters=512, conv2_filters=512, conv3_filters=512, name="block4")
     # block5: 7 x 7 x 512
-    x = block(x, 512, 512, 512, name="block5")
+    x = block(x, conv1_filters=512, conv2_filters=512, conv3_filters=512, name="block5")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(4096, activation="relu", name="fc1")(x)
     x = layers.Dense(4096, activation="relu", name="fc2")(x)

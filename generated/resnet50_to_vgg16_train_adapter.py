@@ -29,8 +29,8 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-set: 0e2629db90643da8
-stitchgen-hash: sha256:1876f82fff6093fd124f52574dd43d5c7bb4e32f15cf9c6df22dbbd597d29bb5
+stitchgen-set: 56f43fce2fc7c15d
+stitchgen-hash: sha256:96283328b72b140eebb424334f6ce9268567d71b3722043b10b3d37dfacbdd27
 """
 
 import argparse
@@ -77,8 +77,9 @@ import numpy as np
 import tensorflow as tf  # tf.data streams the cache; tf.distribute runs on several devices
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE = "resnet50_to_vgg16"
 MODULE_SET = (
-    "0e2629db90643da8"  # the set token of the module this script was generated with
+    "56f43fce2fc7c15d"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 TAIL_SOURCE = "keras.applications.VGG16"
@@ -95,20 +96,12 @@ INPUT_BATCH_NORM = None
 CLASSES = None  # labels are the tail network's own class ids
 CLASS_NAMES = None
 CLASSIFIER = None
-STAGES = ("lstsq", "distill", "finetune")
-DEFAULT_STAGES = "lstsq,finetune"
-MEMORY_CACHE_BYTES = 2 * 1024**3  # larger caches go to memory-mapped .npy files
-
-
-class TrainError(Exception):
-    """A problem with the inputs: reported in one line, nothing written."""
-
-
-class Diverged(Exception):
-    """Training produced a non-finite loss: exit 1, no output file."""
-
 
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class PortError(Exception):
+    """A problem that stops the port before anything is written."""
 
 
 class MixedSetError(Exception):
@@ -146,6 +139,86 @@ def load_module_beside(here, name, expected_set, regenerate):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_generated():
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, MODULE, MODULE_SET, REGENERATE)
+
+
+def layer_by_indices(model, path):
+    """The (nested) layer at `path`, a tuple of indices into `.layers`: positions, which auto-names do not change."""
+    layer = model
+    for index in path:
+        layer = layer.layers[index]
+    return layer
+
+
+def layer_by_names(model, path):
+    """The (nested) layer at `path`, names joined by "/"."""
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def plan(sources, target, rows):
+    """Pair every mapped layer and check names, classes and shapes up front.
+
+    `rows` are (side, layer in the target, position in the source, the source layer's
+    names, class name, weight shapes); `sources` maps each side to its source model.
+    """
+    pairs = []
+    for side, target_path, source_path, source_names, class_name, shapes in rows:
+        where = "source" if side is None else f"{side} source"
+        try:
+            src = layer_by_indices(sources[side], source_path)
+        except IndexError:
+            raise PortError(
+                f"{where} has no layer at {source_path} ({source_names})"
+            ) from None
+        dst = layer_by_names(target, target_path)
+        if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
+            raise PortError(
+                f"{where} layer {source_path} is {type(src).__name__} {src.name!r}, expected "
+                f"{class_name} {source_names!r}: the source model differs from the one generated from"
+            )
+        got = tuple(tuple(w.shape) for w in src.weights)
+        want = tuple(tuple(w.shape) for w in dst.weights)
+        if got != tuple(shapes) or want != tuple(shapes):
+            raise PortError(
+                f"weight shapes differ for {where} {source_names}: source {got}, generated {want}"
+            )
+        pairs.append((src, dst))
+    return pairs
+
+
+def port(sources, target, rows):
+    """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
+    pairs = plan(sources, target, rows)
+    progress = (
+        keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
+    )
+    for i, (src, dst) in enumerate(pairs, start=1):
+        set_layer_weights(dst, src.get_weights())
+        if progress is not None:
+            progress.update(i)
+
+
+def copy_by_name(source, target):
+    """Copy weights between two models that share layer names (hybrid <-> its parts)."""
+    for layer in target.layers:
+        if layer.weights:
+            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
+
+
+def operation_output(model, name, index):
+    """Output `index` of the layer or operation `name` in `model` (a frontier tensor)."""
+    for operation in model.operations:
+        if operation.name == name:
+            output = operation.output
+            return output[index] if isinstance(output, (list, tuple)) else output
+    raise PortError(f"the source has no layer or operation named {name!r}")
 
 
 def weights_argument(value, default, here):
@@ -370,11 +443,6 @@ def flatten(value):
     return [keras.ops.convert_to_numpy(value)]
 
 
-def load_generated():
-    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
-    return load_module_beside(HERE, "resnet50_to_vgg16", MODULE_SET, REGENERATE)
-
-
 def build_tail_source(weights):
     """keras.applications model; weights: "imagenet", a weights file, or "none" (seeded random)."""
     keras.backend.clear_session()
@@ -386,6 +454,19 @@ def build_tail_source(weights):
         return fill_seeded(model)
     model.load_weights(weights)
     return model
+
+
+STAGES = ("lstsq", "distill", "finetune")
+DEFAULT_STAGES = "lstsq,finetune"
+MEMORY_CACHE_BYTES = 2 * 1024**3  # larger caches go to memory-mapped .npy files
+
+
+class TrainError(Exception):
+    """A problem with the inputs: reported in one line, nothing written."""
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss: exit 1, no output file."""
 
 
 def resolve_preprocess(path):
@@ -795,7 +876,7 @@ class Run:
         self.checkpoint = args.output + ".ckpt.weights.h5"
         self.state_path = args.output + ".ckpt.json"
         self.state = {
-            "module": "resnet50_to_vgg16",
+            "module": MODULE,
             "stages": args.stages,
             "fingerprint": run_fingerprint(args),
             "done": [],
@@ -832,13 +913,10 @@ class Run:
             raise TrainError(
                 f"--resume: {self.state_path} is not a readable checkpoint state ({exc})"
             ) from None
-        if (
-            state.get("module") != "resnet50_to_vgg16"
-            or state.get("stages") != self.args.stages
-        ):
+        if state.get("module") != MODULE or state.get("stages") != self.args.stages:
             raise TrainError(
                 f"--resume: the checkpoint was written for {state.get('module')!r} with stages {state.get('stages')}; "
-                f"this run is resnet50_to_vgg16 with {self.args.stages}"
+                f"this run is {MODULE} with {self.args.stages}"
             )
         if state.get("fingerprint") != self.state["fingerprint"]:
             raise TrainError(
@@ -974,13 +1052,6 @@ def format_scores(scores):
     return ", ".join(parts)
 
 
-def copy_by_name(source, target):
-    """Copy weights between two models that share layer names (hybrid <-> its parts)."""
-    for layer in target.layers:
-        if layer.weights:
-            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
-
-
 def run_fingerprint(args):
     """What makes two runs the same run, so that --resume never continues another one."""
     digest = hashlib.sha256()
@@ -1020,15 +1091,12 @@ def trained_parts(adapter, tail):
 
 def teacher_model(source):
     """The tail's source network up to the frontier, plus its own output."""
-    tensors = []
-    for name, index in TAIL_FRONTIER:
-        operation = next((op for op in source.operations if op.name == name), None)
-        if operation is None:
-            raise TrainError(
-                f"the tail source has no layer or operation named {name!r}"
-            )
-        output = operation.output
-        tensors.append(output[index] if isinstance(output, (list, tuple)) else output)
+    try:
+        tensors = [
+            operation_output(source, name, index) for name, index in TAIL_FRONTIER
+        ]
+    except PortError as exc:
+        raise TrainError(f"the tail {exc}") from None
     return keras.Model(source.inputs, tensors + _as_list(source.outputs)[:1])
 
 
@@ -1107,6 +1175,16 @@ def plot(log, path):
     os.replace(tmp, path)
 
 
+def data_help():
+    """--data's help: which labels this hybrid trains on."""
+    if CLASSES is not None:
+        return f"training images: a directory (class sub-folders) or a .npz file (x, y); labels 0..{CLASSES - 1}"
+    return (
+        "training images: a directory or a .npz file; labels must be the tail network's own class ids "
+        "(sub-folders named by id); for classes of your own add classes = N to the spec's [tail] table"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -1117,8 +1195,7 @@ def main(argv=None):
     parser.add_argument(
         "--data",
         required=True,
-        help="training images: a directory or a .npz file; labels must be the tail network's own class ids "
-        "(sub-folders named by id); for classes of your own add classes = N to the spec's [tail] table",
+        help=data_help(),
     )
     parser.add_argument(
         "--val", help="validation images (default: --val-split of --data)"
@@ -1186,6 +1263,8 @@ def main(argv=None):
     args.stages = stages
     run = None
     try:
+        # before anything else touches TensorFlow: collective ops are configured at program start-up
+        strategy = make_strategy(args.strategy)
         generated = load_generated()
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         if tail_weights == "none":
@@ -1195,7 +1274,6 @@ def main(argv=None):
                 "from the same seeded weights"
             )
         teacher = teacher_model(build_tail_source(tail_weights))
-        strategy = make_strategy(args.strategy)
         hybrid = generated.build_model()
         hybrid.load_weights(args.weights)
         head = generated.build_head()

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, run_script, seeded_batch
 
-from codegen.costs import graph_cost
-from codegen.emit import STYLES
-from codegen.introspect import introspect
-from codegen.load import load_model
-from codegen.project import ModelProject
-from codegen.spec import ModelSpec, parse_source
+from codegen.backend.emit import STYLES
+from codegen.frontend.introspect import introspect
+from codegen.frontend.load import load_model
+from codegen.frontend.spec import ModelSpec, parse_source
+from codegen.products.costs import graph_cost
+from codegen.products.model import ModelProject
 from codegen.write import write_files
 
 NAMES = sorted(a for a in dir(keras.applications) if a[:1].isupper())

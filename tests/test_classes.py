@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 from helpers import import_path, randomize_weights, run_cli, run_script
 
-from codegen.spec import load_spec
-from codegen.stitch import StitchProject
+from codegen.frontend.spec import load_spec
+from codegen.products.hybrid import StitchProject
 from codegen.write import write_files
 
 TESTS = Path(__file__).resolve().parent

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from codegen.cuts import CutAnalysis
-from codegen.introspect import introspect
-from codegen.ir import TensorRef, tensor_refs
-from codegen.load import load_model
-from codegen.spec import parse_source
+from codegen.frontend.introspect import introspect
+from codegen.frontend.load import load_model
+from codegen.frontend.spec import parse_source
+from codegen.ir.graph import TensorRef, tensor_refs
+from codegen.planning.cuts import CutAnalysis
 
 
 @pytest.fixture(scope="module")

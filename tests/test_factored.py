@@ -10,8 +10,8 @@ import keras
 import pytest
 from helpers import import_path, max_abs_diff, randomize_weights, seeded_batch
 
-from codegen.project import ModelProject
-from codegen.spec import ModelSpec, parse_source
+from codegen.frontend.spec import ModelSpec, parse_source
+from codegen.products.model import ModelProject
 
 TESTS = Path(__file__).resolve().parent
 

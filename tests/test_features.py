@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from helpers import emitted_names, import_path, max_abs_diff, randomize_weights, seeded_batch
 
-from codegen.emit import STYLES
-from codegen.project import ModelProject
-from codegen.spec import ModelSpec, parse_source
+from codegen.backend.emit import STYLES
+from codegen.frontend.spec import ModelSpec, parse_source
+from codegen.products.model import ModelProject
 from codegen.write import write_files
 
 TESTS = Path(__file__).resolve().parent

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO, subprocess_env
 
+from codegen.backend.header import hash_matches
 from codegen.generate import generate_files
-from codegen.header import hash_matches
 
 SPECS = sorted((REPO / "examples").glob("*.toml"))
 

@@ -22,8 +22,8 @@ from helpers import import_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codegen.spec import load_spec
-from codegen.stitch import StitchProject
+from codegen.frontend.spec import load_spec
+from codegen.products.hybrid import StitchProject
 from codegen.write import write_files
 
 TESTS = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from importlib import metadata
 
-from codegen.templating import templates_dir
+from codegen.backend.templating import templates_dir
 
 
 def test_templates_are_found():

@@ -99,7 +99,7 @@ EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
 
 
 def _example_standins(spec_path: Path, folder: Path) -> None:
-    from codegen.spec import StitchSpec, load_spec
+    from codegen.frontend.spec import StitchSpec, load_spec
 
     spec = load_spec(spec_path)
     sources = [spec.head, spec.tail] if isinstance(spec, StitchSpec) else [spec.model]
@@ -122,7 +122,7 @@ def test_examples_verify_with_default_weights_and_catch_a_corrupted_weight(spec_
     """Every checked-in example: its port script passes --verify with its default (imagenet) weights,
     and the same check fails when one weight of the generated model is off by 1e-3."""
     _example_standins(spec_path, standin_dir)
-    from codegen.spec import load_spec
+    from codegen.frontend.spec import load_spec
 
     name = load_spec(spec_path).name
     script = import_path(REPO / "generated" / f"{name}_port_weights.py", f"_port_{name}")

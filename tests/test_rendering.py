@@ -6,9 +6,9 @@ import ast
 
 import pytest
 
-from codegen.header import fill_set_token, hash_matches, set_token, stamp, token_of
-from codegen.literals import DocText, Expr, Literal, doc_text, render
-from codegen.templating import UnrenderedText, environment, only_rendered
+from codegen.backend.header import fill_set_token, hash_matches, set_token, stamp, token_of
+from codegen.backend.literals import DocText, Expr, Literal, doc_text, render
+from codegen.backend.templating import UnrenderedText, environment, only_rendered
 
 pytestmark = pytest.mark.unit
 

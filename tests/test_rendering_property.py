@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from codegen.errors import StitchgenError
-from codegen.introspect import Introspection
-from codegen.ir import Call, Graph, Op, TensorInfo, TensorRef
-from codegen.project import ModelProject
-from codegen.spec import ModelSource, ModelSpec
+from codegen.frontend.introspect import Introspection
+from codegen.frontend.spec import ModelSource, ModelSpec
+from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef
+from codegen.products.model import ModelProject
 
 pytestmark = pytest.mark.unit
 
@@ -115,7 +115,7 @@ def payload_only_in_strings(source: str) -> None:
 def without_black():
     """Black only re-lays out lines (the syntax tree is the same); it would take 0.2 s a file here."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("codegen.assemble.format_source", lambda text: text)
+        patch.setattr("codegen.backend.assemble.format_source", lambda text: text)
         yield
 
 

@@ -11,11 +11,11 @@ from helpers import REPO, run_cli
 from keras import layers
 from test_train import SPEC as TINY_SPEC
 
-from codegen.costs import graph_cost, tensor_bytes
-from codegen.introspect import introspect
-from codegen.report import bytes_rows
-from codegen.spec import load_spec
-from codegen.stitch import StitchProject
+from codegen.frontend.introspect import introspect
+from codegen.frontend.spec import load_spec
+from codegen.products.costs import graph_cost, tensor_bytes
+from codegen.products.hybrid import StitchProject
+from codegen.products.report import bytes_rows
 
 TESTS = Path(__file__).resolve().parent
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import import_path, max_abs_diff, randomize_weights, run_cli
 
-from codegen.emit import STYLES
-from codegen.spec import load_spec
-from codegen.stitch import StitchProject
+from codegen.backend.emit import STYLES
+from codegen.frontend.spec import load_spec
+from codegen.products.hybrid import StitchProject
 from codegen.write import write_files
 
 PAIRS = {

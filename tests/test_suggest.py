@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from helpers import run_cli
 
-from codegen.suggest import shape_penalty
+from codegen.products.suggest import shape_penalty
 
 TESTS = Path(__file__).resolve().parent
 

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from helpers import import_path, new_file_mode, randomize_weights, run_script
 
-from codegen.preprocess import default_preprocess
-from codegen.spec import load_spec, parse_source
-from codegen.stitch import StitchProject
+from codegen.frontend.preprocess import default_preprocess
+from codegen.frontend.spec import load_spec, parse_source
+from codegen.products.hybrid import StitchProject
 from codegen.write import write_files
 
 TESTS = Path(__file__).resolve().parent

@@ -8,10 +8,10 @@ import ast
 import pytest
 from test_rendering_property import PLAIN, files_for, hand_built
 
-from codegen.adapter import design_adapter
-from codegen.cuts import CutAnalysis
 from codegen.errors import StitchgenError
-from codegen.ir import Call, Graph, Op, TensorInfo, TensorRef
+from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef
+from codegen.planning.adapter import design_adapter
+from codegen.planning.cuts import CutAnalysis
 
 pytestmark = pytest.mark.unit
 INFO = TensorInfo((None, 8, 8, 4), "float32")

@@ -1,7 +1,9 @@
-"""What every emitted port script does besides its mapping table.
+"""What every emitted port (and training) script does besides its tables.
 
-Seeded source weights when the user has none, the verify criterion, weight
-arguments relative to the script, and atomic writes with ordinary file modes.
+Loading the generated module of the same set, pairing mapped layers and copying
+their weights, seeded source weights when the user has none, the verify
+criterion, weight arguments relative to the script, and atomic writes with
+ordinary file modes.
 """
 
 import importlib.util
@@ -11,8 +13,18 @@ import tempfile
 import keras
 import numpy as np
 
+# The generated scripts define these above the inlined code; the values here stand in for tests.
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE = "model"
+MODULE_SET = "0000000000000000"
+REGENERATE = "stitchgen generate model.toml"
+
 # --- inline ---
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
+
+
+class PortError(Exception):
+    """A problem that stops the port before anything is written."""
 
 
 class MixedSetError(Exception):
@@ -48,6 +60,80 @@ def load_module_beside(here, name, expected_set, regenerate):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_generated():
+    """The generated module beside this script (not one elsewhere on sys.path), of this script's set."""
+    return load_module_beside(HERE, MODULE, MODULE_SET, REGENERATE)
+
+
+def layer_by_indices(model, path):
+    """The (nested) layer at `path`, a tuple of indices into `.layers`: positions, which auto-names do not change."""
+    layer = model
+    for index in path:
+        layer = layer.layers[index]
+    return layer
+
+
+def layer_by_names(model, path):
+    """The (nested) layer at `path`, names joined by "/"."""
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def plan(sources, target, rows):
+    """Pair every mapped layer and check names, classes and shapes up front.
+
+    `rows` are (side, layer in the target, position in the source, the source layer's
+    names, class name, weight shapes); `sources` maps each side to its source model.
+    """
+    pairs = []
+    for side, target_path, source_path, source_names, class_name, shapes in rows:
+        where = "source" if side is None else f"{side} source"
+        try:
+            src = layer_by_indices(sources[side], source_path)
+        except IndexError:
+            raise PortError(f"{where} has no layer at {source_path} ({source_names})") from None
+        dst = layer_by_names(target, target_path)
+        if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
+            raise PortError(
+                f"{where} layer {source_path} is {type(src).__name__} {src.name!r}, expected "
+                f"{class_name} {source_names!r}: the source model differs from the one generated from"
+            )
+        got = tuple(tuple(w.shape) for w in src.weights)
+        want = tuple(tuple(w.shape) for w in dst.weights)
+        if got != tuple(shapes) or want != tuple(shapes):
+            raise PortError(f"weight shapes differ for {where} {source_names}: source {got}, generated {want}")
+        pairs.append((src, dst))
+    return pairs
+
+
+def port(sources, target, rows):
+    """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
+    pairs = plan(sources, target, rows)
+    progress = keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
+    for i, (src, dst) in enumerate(pairs, start=1):
+        set_layer_weights(dst, src.get_weights())
+        if progress is not None:
+            progress.update(i)
+
+
+def copy_by_name(source, target):
+    """Copy weights between two models that share layer names (hybrid <-> its parts)."""
+    for layer in target.layers:
+        if layer.weights:
+            set_layer_weights(layer, source.get_layer(layer.name).get_weights())
+
+
+def operation_output(model, name, index):
+    """Output `index` of the layer or operation `name` in `model` (a frontier tensor)."""
+    for operation in model.operations:
+        if operation.name == name:
+            output = operation.output
+            return output[index] if isinstance(output, (list, tuple)) else output
+    raise PortError(f"the source has no layer or operation named {name!r}")
 
 
 def weights_argument(value, default, here):

@@ -1,6 +1,6 @@
 """`stitchgen report`: cost per part, bytes at the cut, and measured latency.
 
-Parameters and MACs come from the IR (`codegen.costs`); latency from the
+Parameters and MACs come from the IR (`codegen.products.costs`); latency from the
 generated module itself, built in a temporary folder and timed on this machine
 (median of repeated runs after warm-up), so the numbers describe the code the
 user checks in.
@@ -14,10 +14,10 @@ import statistics
 import time
 from typing import Any
 
-from codegen.costs import graph_cost, tensor_bytes
+from codegen.frontend.introspect import introspect
 from codegen.generate import import_generated
-from codegen.introspect import introspect
-from codegen.ir import TensorInfo
+from codegen.ir.graph import TensorInfo
+from codegen.products.costs import graph_cost, tensor_bytes
 
 WIDTHS = {"float32": 4, "float16": 2, "int8": 1}
 

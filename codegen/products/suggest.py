@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codegen.costs import tensor_bytes
-from codegen.cuts import CutAnalysis
-from codegen.ir import TensorInfo
+from codegen.ir.graph import TensorInfo
+from codegen.planning.cuts import CutAnalysis
+from codegen.products.costs import tensor_bytes
 
 
 @dataclass
@@ -64,7 +64,7 @@ def shape_penalty(head: tuple[int, int, int], tail: tuple[int, int, int]) -> flo
 
 def _prefix_macs(analysis: CutAnalysis) -> list[int]:
     """MACs of layers 0..p for every position p (model order)."""
-    from codegen.costs import call_macs
+    from codegen.products.costs import call_macs
 
     graph = analysis.graph
     calls = graph.call_by_id()

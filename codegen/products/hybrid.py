@@ -10,25 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from codegen.adapter import design_adapter
-from codegen.assemble import assemble_set, header_context, module_parts
-from codegen.blocks import dfs_order, split_blocks
-from codegen.classifier import NewClassifier, replace_classifier
-from codegen.cuts import Crossing, CutAnalysis
-from codegen.emit import emit_functions
-from codegen.emit_graph import NAME_OP_HELPER
+from codegen.backend.assemble import assemble_set, header_context, module_parts
+from codegen.backend.emit import emit_functions
+from codegen.backend.emit_graph import NAME_OP_HELPER
+from codegen.backend.literals import Expr, doc_text, render, render_call
+from codegen.backend.naming import Namespace
+from codegen.backend.templating import render_template
 from codegen.errors import StitchgenError
-from codegen.introspect import introspect
-from codegen.ir import Graph, TensorInfo, tensor_refs
-from codegen.literals import Expr, doc_text, render, render_call
-from codegen.load import custom_objects, load_model
-from codegen.naming import Namespace
-from codegen.preprocess import check_preprocess, default_preprocess
-from codegen.project import layer_map, source_paths
-from codegen.renaming import structural_names
-from codegen.slicing import rename_ops, slice_head, slice_tail
-from codegen.spec import ModelSource, StitchSpec
-from codegen.templating import render_template
+from codegen.frontend.introspect import introspect
+from codegen.frontend.load import custom_objects, load_model
+from codegen.frontend.preprocess import check_preprocess, default_preprocess
+from codegen.frontend.spec import ModelSource, StitchSpec
+from codegen.ir.graph import Graph, TensorInfo, tensor_refs
+from codegen.planning.adapter import design_adapter
+from codegen.planning.blocks import dfs_order, split_blocks
+from codegen.planning.classifier import NewClassifier, replace_classifier
+from codegen.planning.cuts import Crossing, CutAnalysis
+from codegen.planning.renaming import structural_names
+from codegen.planning.slicing import rename_ops, slice_head, slice_tail
+from codegen.products.model import layer_map, source_paths
 
 _POST_ACTIVATION = {"ReLU", "ELU", "LeakyReLU", "PReLU"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from codegen.emit_factored import FactoredEmitter
-from codegen.emit_graph import EmittedGraph, Function, GraphEmitter
-from codegen.naming import Namespace
-from codegen.spec import STYLES
+from codegen.backend.emit_factored import FactoredEmitter
+from codegen.backend.emit_graph import EmittedGraph, Function, GraphEmitter
+from codegen.backend.naming import Namespace
+from codegen.frontend.spec import STYLES
 
 __all__ = ["STYLES", "emit_functions"]
 

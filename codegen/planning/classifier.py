@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from codegen.errors import StitchgenError
-from codegen.ir import Call, Graph, Op, TensorInfo, TensorRef, tensor_refs
+from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef, tensor_refs
 
 # Layers between a classifier and the model's output that do not change what it computes
 _PASS_THROUGH = {"Activation", "Softmax", "Reshape", "Dropout", "Flatten", "Identity"}

@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from codegen.blocks import Block, dfs_order, split_blocks
-from codegen.emit_graph import Function, GraphEmitter, _op_name_collisions
-from codegen.ir import Graph, TensorRef, map_refs, tensor_refs
-from codegen.literals import Expr, doc_text, render, render_call, render_subscript
-from codegen.motifs import (
+from codegen.backend.emit_graph import Function, GraphEmitter, op_name_collisions
+from codegen.backend.literals import Expr, doc_text, render, render_call, render_subscript
+from codegen.backend.naming import Namespace, to_identifier
+from codegen.ir.graph import Graph, TensorRef, map_refs, tensor_refs
+from codegen.planning.blocks import Block, dfs_order, split_blocks
+from codegen.planning.motifs import (
     FOLLOWERS,
     Instance,
     Loop,
@@ -32,9 +33,9 @@ from codegen.motifs import (
     stem_name,
     step_of,
 )
-from codegen.naming import Namespace, to_identifier
 
 MIN_LOOP = 3
+MAX_POSITIONAL = 2  # helper arguments passed by position; more go by keyword
 
 
 @dataclass
@@ -72,6 +73,18 @@ class _Job:
 
 def _value(value: Any) -> Any:
     return value.code() if isinstance(value, Name) else value
+
+
+def _stage_name(block: Block) -> str:
+    """What a stage comment calls a block: its layers' common name (`conv2d_1`), else its stem."""
+    tokens = [call.op.split("_") for call in block.calls]
+    common = []
+    for parts in zip(*tokens):
+        if any(p != parts[0] for p in parts):
+            break
+        common.append(parts[0])
+    prefix = "_".join(common)
+    return prefix if prefix and prefix.startswith(block.stem or "") else (block.stem or prefix)
 
 
 def _shape_text(graph: Graph, ref: TensorRef) -> str:
@@ -118,7 +131,7 @@ class FactoredEmitter(GraphEmitter):
         for job in jobs:
             graph = job.graph
             blocks = split_blocks(graph, dfs_order(graph))
-            collide = _op_name_collisions(graph)
+            collide = op_name_collisions(graph)
             uses: dict[str, int] = {}
             for call in graph.calls:
                 uses[call.op] = uses.get(call.op, 0) + 1
@@ -140,8 +153,8 @@ class FactoredEmitter(GraphEmitter):
                 continue
             instances = [m[2] for m in members]
             hint = stem_name([i.stem for i in instances]) or pattern_name(instances[0].steps[:3]) + "_block"
-            helper = self._module_names.name(hint)
-            names = _param_names(self._module_names)
+            helper = self.module_names.name(hint)
+            names = _param_names(self.module_names)
             motif = parameterize("block", instances, [Name(None, i.stem) for i in instances], names)
             motif.helper = helper
             motifs.append(motif)
@@ -156,7 +169,7 @@ class FactoredEmitter(GraphEmitter):
                 if block.stem and len(block.calls) > 1 and len(block.outputs) == 1:
                     shape = _shape_text(job.graph, block.outputs[0])
                     if shape != last_shape:
-                        comment, last_shape = f"{block.stem}: {shape}", shape
+                        comment, last_shape = f"{_stage_name(block)}: {shape}", shape
                 if instance is not None and id(instance) in chosen:
                     items.append(CallItem(chosen[id(instance)], instance, comment))
                     continue
@@ -202,14 +215,15 @@ class FactoredEmitter(GraphEmitter):
                 continue
             instances = [m[3] for m in members]
             hint = pattern_name(instances[0].steps)
-            helper = self._module_names.name(hint if hint not in self._block_params else hint + "_layers")
+            helper = self.module_names.name(hint if hint not in self._block_params else hint + "_layers")
             motif = parameterize(
-                "chain", instances, [i.steps[0].name for i in instances], _param_names(self._module_names)
+                "chain", instances, [i.steps[0].name for i in instances], _param_names(self.module_names)
             )
             motif.helper = helper
             motifs.append(motif)
             for seq_index, start, end, inst in members:
-                comment = sequences[seq_index][start].comment
+                # stage comments are placed after factoring: a comment inside the chain moves to its call
+                comment = next((c for c in (sequences[seq_index][i].comment for i in range(start, end)) if c), None)
                 replacements.setdefault(seq_index, []).append((start, end, CallItem(motif, inst, comment)))
 
         for seq_index, items in enumerate(sequences):
@@ -232,7 +246,7 @@ class FactoredEmitter(GraphEmitter):
 
     def _helper(self, motif: Motif) -> Function:
         items = getattr(motif, "body_items", None) or [StepItem(s) for s in motif.body]
-        reserved = {"keras", "layers", "ops"} | self._module_names.used()
+        reserved = {"keras", "layers", "ops"} | self.module_names.used()
         inputs = ["x"] if len(motif.inputs) == 1 else [f"x{i}" for i in range(len(motif.inputs))]
         params = _ordered_params(motif, inputs)
         allocator = _Allocator(reserved | {p.split("=")[0] for p in params}, self)
@@ -250,7 +264,7 @@ class FactoredEmitter(GraphEmitter):
 
     def _main_body(self, job: _Job) -> list[str]:
         graph = job.graph
-        reserved = {"keras", "layers", "ops", "model", "x"} | self._module_names.used() | set(job.params or ())
+        reserved = {"keras", "layers", "ops", "model", "x"} | self.module_names.used() | set(job.params or ())
         allocator = _Allocator(reserved, self, graph)
         variables: dict[TensorRef, str] = {}
         items = job.items
@@ -310,7 +324,7 @@ def _chain_end(items: list[Item], k: int, consumers, graph_outputs, shared) -> i
     prev = first.step
     while end < len(items):
         item = items[end]
-        if not isinstance(item, StepItem) or item.comment is not None:
+        if not isinstance(item, StepItem):
             break
         step = item.step
         out = TensorRef(prev.call.id, 0)
@@ -372,7 +386,7 @@ class _Allocator:
     """Names the values of one function body, reusing `x` for the trunk like keras.applications."""
 
     def __init__(self, reserved: set[str], emitter: FactoredEmitter, graph: Graph | None = None) -> None:
-        self.names = Namespace(reserved=reserved, parent=emitter._module_names)
+        self.names = Namespace(reserved=reserved, parent=emitter.module_names)
         self.emitter = emitter
         self.graph = graph
         self.variables: dict[TensorRef, str] = {}
@@ -449,8 +463,16 @@ class _Allocator:
         return lines
 
     def _call(self, motif: Motif, args: dict[str, Any], inputs: list[str]) -> str:
-        parts = list(inputs) + [render(_value(args[p.name])) for p in motif.required]
+        """`helper(x, 64, (3, 3), strides=(2, 2), name=...)`: up to two values by position, more by keyword.
+
+        Seven positional numbers read as magic; keywords make each call a sentence.
+        """
+        parts = list(inputs)
         keywords = {}
+        if len(motif.required) <= MAX_POSITIONAL:
+            parts += [render(_value(args[p.name])) for p in motif.required]
+        else:
+            keywords.update({p.name: _value(args[p.name]) for p in motif.required})
         for p in motif.optional:
             value = _value(args[p.name])
             if render(value) != render(p.default):
@@ -470,7 +492,7 @@ class _Allocator:
                 expr = f"{render(call.args[0], self._ref)}[{render_subscript(call.args[1], self._ref)}]"
             else:
                 expr = render_call(op.callee, call.args, {**call.kwargs, **slots}, self._ref)
-            if self.graph is not None and op.name in _op_name_collisions(self.graph):
+            if self.graph is not None and op.name in op_name_collisions(self.graph):
                 self.emitter.result.needs_name_op = True
                 expr = f"_name_op({expr}, {render(op.name)})"
             return expr
@@ -485,7 +507,7 @@ class _Allocator:
                 # shared layers and nested models: defined once, called by variable
                 var = self.names.name(op.name + "_layer" if op.kind == "layer" else op.name)
                 self.objects[op.name] = var
-                before.append(f"{var} = {self.emitter._constructor(op, self.graph)}")
+                before.append(f"{var} = {self.emitter.constructor(op, self.graph)}")
             return self.objects[op.name]
         positional = [slots[k] for k in op.positional if k in slots]
         keywords = {k: v for k, v in slots.items() if k not in op.positional}

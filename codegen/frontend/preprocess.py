@@ -11,7 +11,7 @@ import importlib
 import inspect
 
 from codegen.errors import StitchgenError
-from codegen.spec import ModelSource
+from codegen.frontend.spec import ModelSource
 
 
 def default_preprocess(source: ModelSource) -> str:

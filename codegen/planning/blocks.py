@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from codegen.ir import Call, Graph, TensorRef, tensor_refs
+from codegen.ir.graph import Call, Graph, TensorRef, tensor_refs
 
 
 def keras_snake_case(class_name: str) -> str:

@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from codegen.errors import StitchgenError
-from codegen.ir import ObjectSpec
-from codegen.publicapi import public_class_path
+from codegen.frontend.publicapi import public_class_path
+from codegen.ir.graph import ObjectSpec
 
 _SERIALIZED_KEYS = {"module", "class_name", "config"}
 _cache: dict[tuple[type, str], tuple[str, ...]] = {}

@@ -11,7 +11,7 @@ constant and refuse a module with another token. A merge that takes one file fro
 each branch, or a copy from another commit, is caught that way.
 
 Both stamps sit on lines of their own in the module docstring. The rendering layer
-never lets model text start a line (`codegen.literals.doc_text`), so the line-anchored
+never lets model text start a line (`codegen.backend.literals.doc_text`), so the line-anchored
 searches below cannot match a layer name.
 """
 

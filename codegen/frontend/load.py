@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.errors import StitchgenError
-from codegen.spec import ModelSource
+from codegen.frontend.spec import ModelSource
 
 
 @contextmanager

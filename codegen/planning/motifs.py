@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from codegen.ir import Call, Op, TensorRef, tensor_refs
-from codegen.literals import Expr, render, render_fstring
-from codegen.naming import SHORT_CLASS_NAMES
-from codegen.publicapi import to_snake_case
+from codegen.backend.literals import Expr, render, render_fstring
+from codegen.backend.naming import SHORT_CLASS_NAMES
+from codegen.frontend.publicapi import to_snake_case
+from codegen.ir.graph import Call, Op, TensorRef, tensor_refs
 
 MISSING = object()
 FOLLOWERS = {"BatchNormalization", "Activation", "ReLU", "LayerNormalization", "ELU", "LeakyReLU", "Softmax"}
@@ -218,7 +218,7 @@ def parameterize(kind: str, instances: list[Instance], stems: list[Name | None],
                 continue
             hint = key if duplicate_keys.get(key, 0) <= 1 else f"{_role(template, stems[0])}_{key}"
             pname = names(hint)
-            params.append(Param(pname, default))
+            params.append(Param(pname, common_default(values, default)))
             slot_params.append((j, key, pname))
             slots[key] = Expr(pname)
         name = template.name
@@ -246,6 +246,31 @@ def parameterize(kind: str, instances: list[Instance], stems: list[Name | None],
             args["name"] = stem
         inst.args = args
     return Motif(kind, "", body, list(first.inputs), list(first.outputs), params, list(instances))
+
+
+def common_default(values: list[Any], default: Any) -> Any:
+    """A helper parameter's default: the value most of its calls pass, as Keras's own helpers choose.
+
+    `conv2d_bn(..., padding="same")` when most calls pad, whatever the layer class's
+    default is. A value passed once is no default; a tie keeps the class default.
+    Only plain literals qualify (no tensors, objects or names), and only for arguments
+    Keras itself makes optional: `filters` stays required even when most calls agree.
+    """
+    if default is MISSING:
+        return MISSING
+    counts: dict[str, int] = {}
+    first: dict[str, Any] = {}
+    for value in values:
+        if not _plain(value):
+            return default
+        key = _key(value)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, value)
+    best = max(counts.values())
+    leaders = [key for key, count in counts.items() if count == best]
+    if best < 2 or len(leaders) > 1:
+        return default
+    return first[leaders[0]]
 
 
 def _scoped(value: Any) -> bool:

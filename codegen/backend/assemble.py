@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from codegen import __version__
-from codegen.custom import class_source
-from codegen.format import format_source
-from codegen.header import PLACEHOLDER, SET_PLACEHOLDER, SET_PREFIX, fill_set_token, stamp, token_of
-from codegen.ir import Graph
-from codegen.literals import Expr, doc_text, render
+from codegen.backend.format import format_source
+from codegen.backend.header import PLACEHOLDER, SET_PLACEHOLDER, SET_PREFIX, fill_set_token, stamp, token_of
+from codegen.backend.literals import Expr, doc_text, render
+from codegen.frontend.custom import class_source
+from codegen.ir.graph import Graph
 
 
 def sort_imports(lines: Iterable[str]) -> list[Expr]:

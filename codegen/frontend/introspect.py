@@ -13,10 +13,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from codegen.arguments import constructor_args
 from codegen.errors import StitchgenError
-from codegen.ir import Call, Graph, Op, TensorInfo, TensorRef
-from codegen.publicapi import public_class_path, public_op_function
+from codegen.frontend.arguments import constructor_args
+from codegen.frontend.publicapi import public_class_path, public_op_function
+from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef
 
 
 @dataclass
@@ -178,7 +178,13 @@ def _walk(model: Any, layer_list: list[Any], ctx: _Context, name: str, kind: str
 
 
 def _clean_kwargs(op: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Drop call keywords that only restate a None default (`mask=None`)."""
+    """Drop call keywords that only restate a default: `mask=None`, and a recorded `training=False`.
+
+    Keras records the `training` value it resolved while building (False, the call's
+    default), and a functional model replaces it with its own `training` whenever that
+    is given; left to its default it means inference either way. Writing it out would
+    claim the source froze the layer, which it did not.
+    """
     try:
         params = inspect.signature(op.call).parameters
     except (TypeError, ValueError, AttributeError):
@@ -187,6 +193,8 @@ def _clean_kwargs(op: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key, value in kwargs.items():
         default = params[key].default if key in params else None
         if value is None and default in (None, inspect.Parameter.empty):
+            continue
+        if key == "training" and value is False and default in (False, None):
             continue
         cleaned[key] = value
     return cleaned
@@ -281,6 +289,6 @@ def _keras_op(op: Any) -> Op:
 
 
 def _same(a: Any, b: Any) -> bool:
-    from codegen.arguments import normalize
+    from codegen.frontend.arguments import normalize
 
     return type(a) is type(b) and normalize(a) == normalize(b) or (a is None and b is None)

@@ -8,7 +8,7 @@ It has one mode per context, and a type per mode:
   safe alphabet becomes `?`, so it can neither close the string nor start a line;
 - `Expr`: code the generator wrote itself (statements, imports, inlined runtime).
 
-The Jinja environment (`codegen.templating`) refuses any other string, except a bare
+The Jinja environment (`codegen.backend.templating`) refuses any other string, except a bare
 identifier, so a raw name cannot reach a template by mistake.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from codegen.errors import StitchgenError
-from codegen.ir import ObjectSpec, TensorRef
+from codegen.ir.graph import ObjectSpec, TensorRef
 
 
 class Expr(str):

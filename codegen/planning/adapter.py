@@ -13,7 +13,7 @@ when the tail expects post-activation input.
 from __future__ import annotations
 
 from codegen.errors import StitchgenError
-from codegen.ir import Call, Graph, Op, TensorInfo, TensorRef
+from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef
 
 KINDS = ("auto", "linear", "conv")
 

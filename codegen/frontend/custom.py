@@ -18,7 +18,7 @@ import textwrap
 from dataclasses import dataclass
 
 from codegen.errors import StitchgenError
-from codegen.publicapi import public_class_path
+from codegen.frontend.publicapi import public_class_path
 
 _ALLOWED_MODULES = ("numpy", "math", "functools", "itertools", "collections")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
-from codegen.blocks import Block, dfs_order, is_auto_name, split_blocks
-from codegen.ir import Graph, TensorRef, tensor_refs
-from codegen.naming import SHORT_CLASS_NAMES
-from codegen.publicapi import to_snake_case
+from codegen.backend.naming import SHORT_CLASS_NAMES
+from codegen.frontend.publicapi import to_snake_case
+from codegen.ir.graph import Graph, TensorRef, tensor_refs
+from codegen.planning.blocks import Block, dfs_order, is_auto_name, split_blocks
 
 _FOLLOWER_SUFFIX = {"BatchNormalization": "_bn", "Activation": "_ac", "ReLU": "_relu"}
 
@@ -96,7 +96,7 @@ def rename_structurally(graph: Graph, keep: set[str] = frozenset()) -> Graph:
 
     Nested models keep their names: they are emitted as they are.
     """
-    from codegen.slicing import rename_ops
+    from codegen.planning.slicing import rename_ops
 
     mapping = structural_names(graph, split_blocks(graph, dfs_order(graph)))
     return rename_ops(graph, {old: new for old, new in mapping.items() if old not in keep})

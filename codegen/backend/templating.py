@@ -1,6 +1,6 @@
 """The Jinja environment: strict, whitespace-controlled, and closed to raw text.
 
-Templates only lay out what `codegen.literals` rendered. The `finalize` hook sees
+Templates only lay out what `codegen.backend.literals` rendered. The `finalize` hook sees
 every `{{ ... }}` value and refuses a string that is not a `Literal`, `DocText` or
 `Expr` (or a bare identifier, which can neither close a string nor start a line):
 a layer name passed to a template without rendering fails the generation instead
@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from codegen.literals import DocText, Expr, Literal
+from codegen.backend.literals import DocText, Expr, Literal
 
 
 class UnrenderedText(TypeError):
@@ -24,8 +24,8 @@ class UnrenderedText(TypeError):
 
 def templates_dir() -> Path:
     """`codegen/templates` in an installed wheel, `templates/` beside the package in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "templates", package.parent / "templates"):
         if candidate.is_dir():
             return candidate
     raise RuntimeError("stitchgen's templates are missing from this installation")
@@ -38,10 +38,10 @@ def only_rendered(value: Any) -> Any:
     if isinstance(value, str):
         if value.isidentifier() and value.isascii():
             return value
-        raise UnrenderedText(f"template value {value[:60]!r} was not rendered by codegen.literals")
+        raise UnrenderedText(f"template value {value[:60]!r} was not rendered by codegen.backend.literals")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise UnrenderedText(f"template value of type {type(value).__name__} was not rendered by codegen.literals")
+    raise UnrenderedText(f"template value of type {type(value).__name__} was not rendered by codegen.backend.literals")
 
 
 def _build_source(fn: str, kind: str, source_var: str, kwargs_var: str, builder_dir_literal: Literal) -> Expr:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from codegen.cuts import Crossing, CutAnalysis
-from codegen.ir import Call, Graph, Op, TensorRef, map_refs
-from codegen.naming import to_identifier
+from codegen.backend.naming import to_identifier
+from codegen.ir.graph import Call, Graph, Op, TensorRef, map_refs
+from codegen.planning.cuts import Crossing, CutAnalysis
 
 
 def slice_head(analysis: CutAnalysis, position: int, name: str) -> Graph:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codegen.ir import Graph, TensorInfo, TensorRef, tensor_refs
+from codegen.ir.graph import Graph, TensorInfo, TensorRef, tensor_refs
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from codegen.ir import Graph, TensorInfo, tensor_refs
+from codegen.ir.graph import Graph, TensorInfo, tensor_refs
 
 _POOLS = {"MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D"}
 _GLOBAL_POOLS = {

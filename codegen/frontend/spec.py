@@ -291,7 +291,7 @@ def _flag(table: dict, key: str, default: bool, where: str, spec_path: Path) -> 
 
 
 def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style: str) -> StitchSpec:
-    from codegen.adapter import KINDS
+    from codegen.planning.adapter import KINDS
 
     _check_keys(data, ("name", "output_dir", "style", "head", "tail", "adapter"), "the spec", spec_path)
     for table in ("head", "tail"):

@@ -11,9 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from codegen.blocks import Block, dfs_order, split_blocks
 from codegen.errors import StitchgenError
-from codegen.ir import Graph, TensorInfo, TensorRef, tensor_refs
+from codegen.ir.graph import Graph, TensorInfo, TensorRef, tensor_refs
+from codegen.planning.blocks import Block, dfs_order, split_blocks
 
 COLOURS = {"head": "#cfe2ff", "adapter": "#ffd8a8", "tail": "#d3f9d8", "model": "#e9ecef"}
 

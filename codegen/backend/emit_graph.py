@@ -2,7 +2,7 @@
 
 Like torch.fx's code generator: calls are walked in topological order, every
 output gets a unique variable named after its layer, and every value from the
-model is rendered through `codegen.literals`.
+model is rendered through `codegen.backend.literals`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from codegen.ir import Call, Graph, Op, TensorRef, map_refs, tensor_refs
-from codegen.literals import DocText, Expr, doc_text, render, render_call, render_subscript
-from codegen.naming import Namespace, to_identifier
-from codegen.publicapi import to_snake_case
+from codegen.backend.literals import DocText, Expr, doc_text, render, render_call, render_subscript
+from codegen.backend.naming import Namespace, to_identifier
+from codegen.frontend.publicapi import to_snake_case
+from codegen.ir.graph import Call, Graph, Op, TensorRef, map_refs, tensor_refs
 
 NAME_OP_HELPER = '''
 def _name_op(tensor, name):
@@ -65,7 +65,7 @@ class GraphEmitter:
     """Emit one builder function per (sub)graph; nested models get builders of their own."""
 
     def __init__(self, module_names: Namespace) -> None:
-        self._module_names = module_names
+        self.module_names = module_names
         self.result = EmittedGraph()
 
     def emit(self, graph: Graph, function_name: str, doc: str) -> str:
@@ -85,10 +85,10 @@ class GraphEmitter:
     def _body(self, graph: Graph, params: list[str] | None = None) -> list[str]:
         for op in graph.ops.values():  # builder names first, so no local variable shadows one
             if op.kind == "model":
-                self._module_names.name("build_" + op.name, key=(id(graph), op.name))
+                self.module_names.name("build_" + op.name, key=(id(graph), op.name))
         names = Namespace(
-            reserved={"keras", "layers", "ops", "model"} | set(self._module_names.used()) | set(params or ()),
-            parent=self._module_names,
+            reserved={"keras", "layers", "ops", "model"} | set(self.module_names.used()) | set(params or ()),
+            parent=self.module_names,
         )
         variables: dict[TensorRef, str] = {}
         if params is not None:
@@ -96,7 +96,7 @@ class GraphEmitter:
                 variables[input_ref] = param
         objects: dict[str, str] = {}
         body: list[str] = []
-        collide = _op_name_collisions(graph)
+        collide = op_name_collisions(graph)
 
         def ref(r: TensorRef) -> str:
             return variables[r]
@@ -144,7 +144,7 @@ class GraphEmitter:
         """The expression to call: inline constructor, or a variable for shared layers and models."""
         if op.name in objects:
             return objects[op.name]
-        constructor = self._constructor(op, graph)
+        constructor = self.constructor(op, graph)
         shared = sum(1 for c in graph.calls if c.op == op.name) > 1
         if not shared and op.kind != "model":
             return constructor
@@ -153,10 +153,10 @@ class GraphEmitter:
         objects[op.name] = var
         return var
 
-    def _constructor(self, op: Op, graph: Graph) -> str:
+    def constructor(self, op: Op, graph: Graph) -> str:
         if op.kind == "model":
             assert op.subgraph is not None
-            builder = self._module_names.name("build_" + op.name, key=(id(graph), op.name))
+            builder = self.module_names.name("build_" + op.name, key=(id(graph), op.name))
             self.emit(op.subgraph, builder, f"The nested model {doc_text(op.name)}.")
             return f"{builder}()"
         positional = [op.args[k] for k in op.positional]
@@ -167,7 +167,7 @@ class GraphEmitter:
         items = []
         for call in graph.calls:
             op = graph.ops[call.op]
-            items.append(render_call(op.callee, (), op.args) if op.kind == "input" else self._constructor(op, graph))
+            items.append(render_call(op.callee, (), op.args) if op.kind == "input" else self.constructor(op, graph))
         listing = "[" + ", ".join(items) + ",]"
         model = f"keras.Sequential({listing}, name={render(graph.name)})"
         if graph.trainable:
@@ -180,7 +180,7 @@ def _var_hint(call: Call, index: int) -> str:
     return to_identifier(base)
 
 
-def _op_name_collisions(graph: Graph) -> set[str]:
+def op_name_collisions(graph: Graph) -> set[str]:
     """Ops whose automatic name could equal an explicit layer name of this graph."""
     layer_names = {op.name for op in graph.ops.values() if op.kind != "op"}
     risky = set()
