@@ -5,8 +5,8 @@ Source: keras.applications.InceptionResNetV2(input_shape=(299, 299, 3))
 Regenerate: stitchgen generate examples/inception_resnet_v2.toml
 Weights: python inception_resnet_v2_port_weights.py --output inception_resnet_v2.weights.h5
 
-stitchgen-set: d46b1d5be91e2278
-stitchgen-hash: sha256:fea676ccb113a4d28372657b2a1540085184e4638a5b3e57a0350b97e0f65d6b
+stitchgen-set: 28c6f95b3ab9291a
+stitchgen-hash: sha256:3b291f969746de745b031545bf77e94fdfead0ddabb0cae464b34ded6ca1900e
 """
 
 import keras
@@ -112,7 +112,7 @@ def block(
 
 def build_model():
     """The model with fresh weights; load ported ones with model.load_weights(...)."""
-    input_layer = keras.Input(shape=(299, 299, 3), name="input_layer")
+    input_layer = keras.Input(shape=INPUT_SHAPE, name="input_layer")
     # conv2d: 149 x 149 x 32
     x = conv_bn_relu(
         input_layer, 32, (3, 3), strides=(2, 2), padding="valid", name="conv2d"

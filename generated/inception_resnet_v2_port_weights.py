@@ -11,8 +11,8 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-set: d46b1d5be91e2278
-stitchgen-hash: sha256:e9d6771c96b176b2cf40acd9830c735375475bfb8c47661127c310a79d615d78
+stitchgen-set: 28c6f95b3ab9291a
+stitchgen-hash: sha256:4bf567e995d729ab3081fe95ba09b66bfd9ddfb7380aeed9f6981505ae7abc35
 """
 
 import argparse
@@ -57,7 +57,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "inception_resnet_v2"
 MODULE_SET = (
-    "d46b1d5be91e2278"  # the set token of the module this script was generated with
+    "28c6f95b3ab9291a"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/inception_resnet_v2.toml"
 

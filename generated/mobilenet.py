@@ -5,8 +5,8 @@ Source: keras.applications.MobileNet(input_shape=(224, 224, 3))
 Regenerate: stitchgen generate examples/mobilenet.toml
 Weights: python mobilenet_port_weights.py --output mobilenet.weights.h5
 
-stitchgen-set: f1e3c03d4c194f64
-stitchgen-hash: sha256:6929c49fdf496bcd13ca6e040f46302fb6f9cbbbb15c865602051ca10c88623d
+stitchgen-set: 3d5faa077e199ee1
+stitchgen-hash: sha256:8d862f79033a2ce6d4d0dbb0782f8a817d70a853507cac29bd6b8809d3246354
 """
 
 import keras
@@ -38,7 +38,7 @@ def conv_dw(x, padding="same", strides=(1, 1), *, name):
 
 def build_model():
     """The model with fresh weights; load ported ones with model.load_weights(...)."""
-    input_layer = keras.Input(shape=(224, 224, 3), name="input_layer")
+    input_layer = keras.Input(shape=INPUT_SHAPE, name="input_layer")
     # conv1: 112 x 112 x 32
     x = conv_pw(input_layer, 32, (3, 3), strides=(2, 2), name="conv1")
     x = conv_dw(x, name="conv_dw_1")

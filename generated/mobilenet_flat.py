@@ -5,8 +5,8 @@ Source: keras.applications.MobileNet(input_shape=(224, 224, 3))
 Regenerate: stitchgen generate examples/mobilenet_flat.toml
 Weights: python mobilenet_flat_port_weights.py --output mobilenet_flat.weights.h5
 
-stitchgen-set: e8ebb9b477c35cf2
-stitchgen-hash: sha256:b193fc60dbe167e6cec3137857423ce95fad86bf719180e8ea024db948e98834
+stitchgen-set: 511b9ebf63201c86
+stitchgen-hash: sha256:7f913d3cd3d3204ccfcdfc734f7e733f6127003d5fc8dc73682cb10071d37795
 """
 
 import keras
@@ -18,7 +18,7 @@ INPUT_SHAPE = (224, 224, 3)
 
 def build_model():
     """The model with fresh weights; load ported ones with model.load_weights(...)."""
-    input_layer = keras.Input(shape=(224, 224, 3), name="input_layer")
+    input_layer = keras.Input(shape=INPUT_SHAPE, name="input_layer")
     conv1 = layers.Conv2D(
         32, (3, 3), strides=(2, 2), padding="same", use_bias=False, name="conv1"
     )(input_layer)

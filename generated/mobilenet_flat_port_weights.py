@@ -11,8 +11,8 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-set: e8ebb9b477c35cf2
-stitchgen-hash: sha256:32e67152a8dc9e50ebdc2f4ba46529e1f8e6a7faae7b817924bb0c7d49d3c6d4
+stitchgen-set: 511b9ebf63201c86
+stitchgen-hash: sha256:456f1754940b835f041dff0ded22f17cc0bbba5946995d3321ebcbc1383e3ae2
 """
 
 import argparse
@@ -57,7 +57,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "mobilenet_flat"
 MODULE_SET = (
-    "e8ebb9b477c35cf2"  # the set token of the module this script was generated with
+    "511b9ebf63201c86"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet_flat.toml"
 

@@ -11,8 +11,8 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-set: f1e3c03d4c194f64
-stitchgen-hash: sha256:81a8465f56672a4989acdafa13ceb1c3a91af580083b39f38d0e2bba5ca3be9f
+stitchgen-set: 3d5faa077e199ee1
+stitchgen-hash: sha256:57fe58d8a2c1a0d7b2e38380af8ae70a5765f57a5ff48247ba4a20c013a1bffc
 """
 
 import argparse
@@ -57,7 +57,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "mobilenet"
 MODULE_SET = (
-    "f1e3c03d4c194f64"  # the set token of the module this script was generated with
+    "3d5faa077e199ee1"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet.toml"
 

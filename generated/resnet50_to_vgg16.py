@@ -9,8 +9,8 @@ Regenerate: stitchgen generate examples/resnet50_to_vgg16.toml
 Frontier (the tensors the tail takes, one adapter branch each):
     block2_pool: (56, 56, 128)
 
-stitchgen-set: 56f43fce2fc7c15d
-stitchgen-hash: sha256:c8241df5991c293e6e74e01ee40b0a9f3debbd58d05f9fe11d07af2e76512d7d
+stitchgen-set: f7cd85313254ac76
+stitchgen-hash: sha256:35f9ffdd662d320d58e42e16c09399f9881e52af6128d89893627b2907857acb
 """
 
 import keras
@@ -157,7 +157,7 @@ def build_adapter():
 def build_tail():
     """The tail alone, fed with the frontier tensors in TAIL_INPUT_SHAPES order."""
     inputs = [
-        keras.Input(shape=(56, 56, 128), name="block2_pool_input"),
+        keras.Input(shape=TAIL_INPUT_SHAPES[0], name="block2_pool_input"),
     ]
     model = keras.Model(inputs, tail_layers(*inputs), name="tail")
     model.trainable = TAIL_TRAINABLE

@@ -13,8 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-set: 56f43fce2fc7c15d
-stitchgen-hash: sha256:787875dcab45ad90e61c98adbefda4ac3fec36e84b20d4e81a25385b1e39c261
+stitchgen-set: f7cd85313254ac76
+stitchgen-hash: sha256:14c94f6c9b7c9d2f161e6b0d505760052a617c21e0504c92758686fe52454532
 """
 
 import argparse
@@ -59,7 +59,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "resnet50_to_vgg16"
 MODULE_SET = (
-    "56f43fce2fc7c15d"  # the set token of the module this script was generated with
+    "f7cd85313254ac76"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 HEAD_SOURCE = "keras.applications.ResNet50"

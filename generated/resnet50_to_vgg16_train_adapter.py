@@ -29,8 +29,8 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-set: 56f43fce2fc7c15d
-stitchgen-hash: sha256:96283328b72b140eebb424334f6ce9268567d71b3722043b10b3d37dfacbdd27
+stitchgen-set: f7cd85313254ac76
+stitchgen-hash: sha256:f629148ae6b55d5838087bd1cb0915c8f46fc62b994f93de9d0afd242a93be40
 """
 
 import argparse
@@ -79,7 +79,7 @@ import tensorflow as tf  # tf.data streams the cache; tf.distribute runs on seve
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "resnet50_to_vgg16"
 MODULE_SET = (
-    "56f43fce2fc7c15d"  # the set token of the module this script was generated with
+    "f7cd85313254ac76"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 TAIL_SOURCE = "keras.applications.VGG16"

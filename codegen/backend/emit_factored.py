@@ -9,6 +9,7 @@ register allocator, so the trunk reads `x = ...(x)` as in keras.applications.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from codegen.planning.motifs import (
 )
 
 MIN_LOOP = 3
+ADAPTER_BRANCH = re.compile(r"adapter_(\d+)_")  # the adapter's per-branch layer names
 MAX_POSITIONAL = 2  # helper arguments passed by position; more go by keyword
 
 
@@ -536,6 +538,9 @@ def _hint(item: Item, ref: TensorRef) -> str:
     if isinstance(item, StepItem):
         step = item.step
         text = step.name.suffix if step.name is not None else step.op.name
+        adapter_branch = ADAPTER_BRANCH.match(text)
+        if adapter_branch:  # the adapter's layers of branch k hold one value: `branch_k`
+            return "branch_" + adapter_branch.group(1)
         if "branch_" in text:
             rest = text.split("branch_", 1)[1]
             return "branch_" + rest.split("_", 1)[0]

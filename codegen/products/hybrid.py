@@ -7,6 +7,7 @@ module and its port script.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from codegen.planning.blocks import dfs_order, split_blocks
 from codegen.planning.classifier import NewClassifier, replace_classifier
 from codegen.planning.cuts import Crossing, CutAnalysis
 from codegen.planning.renaming import structural_names
-from codegen.planning.slicing import rename_ops, slice_head, slice_tail
+from codegen.planning.slicing import rename_ops, slice_head, slice_tail, tail_input_names
 from codegen.products.model import layer_map, source_paths
 
 _POST_ACTIVATION = {"ReLU", "ELU", "LeakyReLU", "PReLU"}
@@ -59,10 +60,22 @@ def is_post_activation(graph: Graph, crossing: Crossing) -> bool:
     return op.class_name == "Activation" and activation in ("relu", "relu6", "swish", "silu", "gelu", "elu")
 
 
-def _structural(full: Graph, part: Graph) -> Graph:
-    """`part` with the structural names computed on the whole source, so they do not depend on the cut."""
+def _structural(full: Graph, part: Graph) -> tuple[Graph, dict[str, str]]:
+    """`part` with the structural names computed on the whole source, so they do not depend on the cut.
+
+    Also returns the whole map (source name -> structural name), so that headers and
+    docstrings can speak of any source layer, inside the part or not, as the code does.
+    """
     mapping = structural_names(full, split_blocks(full, dfs_order(full)))
-    return rename_ops(part, {old: new for old, new in mapping.items() if old in part.ops})
+    return rename_ops(part, {old: new for old, new in mapping.items() if old in part.ops}), mapping
+
+
+def _inputs_named_as_code(graph: Graph, crossings: list[Crossing], code_name) -> Graph:
+    """The tail's inputs named after their producers as the code names them (`<producer>_input`)."""
+    old = [graph.ops[graph.call_by_id()[ref.call].op].name for ref in tensor_refs(graph.inputs)]
+    others = set(graph.ops) - set(old)
+    new = tail_input_names([dataclasses.replace(c, producer=code_name(c.producer)) for c in crossings], others)
+    return rename_ops(graph, {a: b for a, b in zip(old, new) if a != b})
 
 
 @dataclass
@@ -92,6 +105,12 @@ class StitchProject:
     tail_crossings: list[Crossing]
     renamed: dict[str, str]
     classifier: NewClassifier | None = None  # [tail] classes: the new classifier
+    # per side, source layer name -> the name the generated code uses (structural names, collisions renamed);
+    # headers and docstrings use these, the port tables keep the source names
+    code_names: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def code_name(self, side: str, source_name: str) -> str:
+        return self.code_names.get(side, {}).get(source_name, source_name)
 
     @classmethod
     def from_spec(cls, spec: StitchSpec) -> StitchProject:
@@ -118,9 +137,11 @@ class StitchProject:
             )
         head_graph = slice_head(head.analysis, cut, "head")
         tail_graph, tail_crossings = slice_tail(tail.analysis, start, "tail")
+        head_names: dict[str, str] = {}
+        tail_names: dict[str, str] = {}
         if spec.style == "factored":
-            head_graph = _structural(head.graph, head_graph)
-            tail_graph = _structural(tail.graph, tail_graph)
+            head_graph, head_names = _structural(head.graph, head_graph)
+            tail_graph, tail_names = _structural(tail.graph, tail_graph)
 
         taken = set(head_graph.ops)
         renamed: dict[str, str] = {}
@@ -132,6 +153,17 @@ class StitchProject:
                 renamed[name] = new
                 taken.add(new)
         tail_graph = rename_ops(tail_graph, renamed)
+
+        def tail_code_name(source_name: str) -> str:
+            structural = tail_names.get(source_name, source_name)
+            return renamed.get(structural, structural)
+
+        tail_graph = _inputs_named_as_code(tail_graph, tail_crossings, tail_code_name)
+        code_names = {
+            "head": {n: head_names.get(n, n) for n in (op.name for op in head.analysis.layers)},
+            "tail": {n: tail_code_name(n) for n in (op.name for op in tail.analysis.layers)}
+            | {c.producer: tail_code_name(c.producer) for c in tail_crossings},
+        }
         classifier = None
         if spec.classes is not None:
             tail_graph, classifier = replace_classifier(tail_graph, spec.classes, taken)
@@ -157,6 +189,7 @@ class StitchProject:
             tail_crossings,
             renamed,
             classifier,
+            code_names,
         )
 
     def files(self) -> dict[str, str]:
@@ -201,10 +234,12 @@ class StitchProject:
     def _common(self, token: str | None) -> dict[str, Any]:
         return {
             "head_doc": doc_text(
-                f"{self.spec.head.describe()} layers 0..{self.cut} ({self.head.analysis.layers[self.cut].name})"
+                f"{self.spec.head.describe()} layers 0..{self.cut} "
+                f"({self.code_name('head', self.head.analysis.layers[self.cut].name)})"
             ),
             "tail_doc": doc_text(
-                f"{self.spec.tail.describe()} layers {self.start}.. ({self.tail.analysis.layers[self.start].name})"
+                f"{self.spec.tail.describe()} layers {self.start}.. "
+                f"({self.code_name('tail', self.tail.analysis.layers[self.start].name)})"
             ),
             **header_context(self.spec, token),
             **self._classes_context(),
@@ -228,7 +263,7 @@ class StitchProject:
         }
 
     def frontier_lines(self) -> list[str]:
-        return [doc_text(f"{c.producer}: {_shape(c.info)}") for c in self.tail_crossings]
+        return [doc_text(f"{self.code_name('tail', c.producer)}: {_shape(c.info)}") for c in self.tail_crossings]
 
     def _build_hybrid_module(self, token: str | None) -> str:
         module_names = Namespace(
@@ -263,9 +298,9 @@ class StitchProject:
         module = module_parts(
             (self.head_graph, self.tail_graph, self.adapter_graph), emitted.uses_ops, customs, self.spec.name
         )
-        tail_inputs = [
-            render_call("keras.Input", (), {"shape": self.tail_graph.ops[p].args["shape"], "name": p})
-            for p in tail_params
+        tail_inputs = [  # each shape is written once, in TAIL_INPUT_SHAPES
+            render_call("keras.Input", (), {"shape": Expr(f"TAIL_INPUT_SHAPES[{k}]"), "name": p})
+            for k, p in enumerate(tail_params)
         ]
         return render_template(
             "hybrid.py.jinja",

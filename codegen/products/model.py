@@ -6,6 +6,7 @@ decides what happens to the returned texts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from codegen.backend.templating import render_template
 from codegen.frontend.introspect import Introspection, introspect
 from codegen.frontend.load import custom_objects, load_model
 from codegen.frontend.spec import ModelSource, ModelSpec
-from codegen.ir.graph import Graph, map_refs
+from codegen.ir.graph import Graph, map_refs, tensor_refs
 from codegen.planning.renaming import rename_structurally
 
 
@@ -58,6 +59,19 @@ def verify_inputs(graph: Graph) -> Any:
 
     structure = map_refs(graph.inputs, spec)
     return list(structure) if isinstance(structure, tuple) and not _is_leaf(structure) else structure
+
+
+def _input_shape_by_name(graph: Graph, shape: tuple) -> Graph:
+    """`graph` whose single `keras.Input` says `shape=INPUT_SHAPE`: each shape is written once."""
+    if graph.kind != "functional":
+        return graph
+    (ref,) = tensor_refs(graph.inputs)
+    op = graph.ops[graph.call_by_id()[ref.call].op]
+    if op.kind != "input" or tuple(op.args.get("shape") or ()) != shape:
+        return graph
+    ops = dict(graph.ops)
+    ops[op.name] = dataclasses.replace(op, args={**op.args, "shape": Expr("INPUT_SHAPE")})
+    return dataclasses.replace(graph, ops=ops)
 
 
 def _is_leaf(value: Any) -> bool:
@@ -117,14 +131,14 @@ class ModelProject:
         module_names = Namespace(reserved={"keras", "layers", "ops", "SOURCE", "INPUT_SHAPE", "_name_op"})
         module_names.reserve("build_model")
         doc = "The model with fresh weights; load ported ones with model.load_weights(...)."
-        emitted, helpers = emit_functions(module_names, [(self.emit_graph, "build_model", doc, None)], self.spec.style)
+        constants = [("SOURCE", render(self.spec.model.source))]
+        graph = self.emit_graph
+        if _is_leaf(verify_inputs(self.graph)):
+            constants.append(("INPUT_SHAPE", render(tuple(self._input_shape()))))
+            graph = _input_shape_by_name(graph, tuple(self._input_shape()))
+        emitted, helpers = emit_functions(module_names, [(graph, "build_model", doc, None)], self.spec.style)
         functions = helpers + emitted.functions
         parts = module_parts([self.graph], emitted.uses_ops, self.introspection.custom_classes, self.spec.name)
-
-        constants = [("SOURCE", render(self.spec.model.source))]
-        shapes = verify_inputs(self.graph)
-        if _is_leaf(shapes):
-            constants.append(("INPUT_SHAPE", render(tuple(self._input_shape()))))
         return render_template(
             "model.py.jinja",
             title=doc_text(f"Standalone Keras source for {self.spec.name}."),
