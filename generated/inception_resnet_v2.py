@@ -5,8 +5,8 @@ Source: keras.applications.InceptionResNetV2(input_shape=(299, 299, 3))
 Regenerate: stitchgen generate examples/inception_resnet_v2.toml
 Weights: python inception_resnet_v2_port_weights.py --output inception_resnet_v2.weights.h5
 
-stitchgen-set: 28c6f95b3ab9291a
-stitchgen-hash: sha256:3b291f969746de745b031545bf77e94fdfead0ddabb0cae464b34ded6ca1900e
+stitchgen-set: e5cdddefbfc7e5da
+stitchgen-hash: sha256:315fbfebddfe784fc2f088a562308cfcfa3a9d10f3a5edaff3076f494710ad3e
 """
 
 import keras
@@ -41,7 +41,7 @@ CUSTOM_OBJECTS = {
 
 
 def conv_bn_relu(x, filters, kernel_size, strides=(1, 1), padding="same", *, name):
-    """Conv2D -> BatchNormalization -> Activation: written once, called from 38 places in this file."""
+    """Conv2D -> BatchNormalization -> Activation: written once, called from 34 places in this file."""
     x = layers.Conv2D(
         filters,
         kernel_size,
@@ -81,10 +81,11 @@ def block(
     branch_1_conv_3_kernel_size,
     conv_filters,
     scale,
+    activation="relu",
     *,
     name,
 ):
-    """One block as in block17_1 .. block8_9 (29 in the source)."""
+    """One block as in block17_1 .. block8_10 (30 in the source)."""
     branch_0 = conv_bn_relu(x, 192, (1, 1), name=name + "_branch_0_conv_1")
     branch_1 = conv_bn_relu(
         x, branch_1_conv_1_filters, (1, 1), name=name + "_branch_1_conv_1"
@@ -106,7 +107,8 @@ def block(
         mixed
     )
     x = CustomScaleLayer(scale, name=name + "_custom_scale_1")([x, mixed])
-    x = layers.Activation("relu", name=name + "_ac")(x)
+    if activation is not None:
+        x = layers.Activation(activation, name=name + "_ac")(x)
     return x
 
 
@@ -220,17 +222,18 @@ def build_model():
             scale=0.2,
             name=f"block8_{i}",
         )
-    branch_0 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_0_conv_1")
-    branch_1 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_1_conv_1")
-    branch_1 = conv_bn_relu(branch_1, 224, (1, 3), name="block8_10_branch_1_conv_2")
-    branch_1 = conv_bn_relu(branch_1, 256, (3, 1), name="block8_10_branch_1_conv_3")
-    block8_10_mixed = layers.Concatenate(axis=3, name="block8_10_mixed")(
-        [branch_0, branch_1]
+    x = block(
+        x,
+        branch_1_conv_1_filters=192,
+        branch_1_conv_2_filters=224,
+        branch_1_conv_2_kernel_size=(1, 3),
+        branch_1_conv_3_filters=256,
+        branch_1_conv_3_kernel_size=(3, 1),
+        conv_filters=2080,
+        scale=1.0,
+        activation=None,
+        name="block8_10",
     )
-    block8_10_mixed = layers.Conv2D(
-        2080, (1, 1), padding="same", name="block8_10_conv"
-    )(block8_10_mixed)
-    x = CustomScaleLayer(1.0, name="block8_10_custom_scale_1")([x, block8_10_mixed])
     # conv_7b: 8 x 8 x 1536
     x = conv_bn_relu(x, 1536, (1, 1), name="conv_7b")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

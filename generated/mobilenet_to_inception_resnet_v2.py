@@ -12,8 +12,8 @@ Frontier (the tensors the tail takes, one adapter branch each):
     mixed_7a_branch_1_conv_2: (8, 8, 288)
     mixed_7a_branch_2_conv_3: (8, 8, 320)
 
-stitchgen-set: bcf66bcfa409640a
-stitchgen-hash: sha256:1dd737f5affe1f36d34e36a84853be5aed9ca2a7501dd4704dc25ea0c36e61d8
+stitchgen-set: c06a0c84c39aa954
+stitchgen-hash: sha256:e4a19a3e8c8907b5e2a34808c3a1a3780c430e2ba32b82c198aca39bb471b1d2
 """
 
 import keras
@@ -59,7 +59,7 @@ def _set_trainable(inputs, outputs, trainable):
 
 
 def conv_bn_relu(x, filters, kernel_size, *, name):
-    """Conv2D -> BatchNormalization -> Activation: written once, called from 9 places in this file."""
+    """Conv2D -> BatchNormalization -> Activation: written once, called from 5 places in this file."""
     x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(
         x
     )
@@ -88,16 +88,17 @@ def conv_dw(x, padding="same", strides=(1, 1), *, name):
     return x
 
 
-def block8(x, *, name):
-    """One block as in block8_1 .. block8_9 (9 in the source)."""
+def block8(x, scale, activation="relu", *, name):
+    """One block as in block8_1 .. block8_10 (10 in the source)."""
     branch_0 = conv_bn_relu(x, 192, (1, 1), name=name + "_branch_0_conv_1")
     branch_1 = conv_bn_relu(x, 192, (1, 1), name=name + "_branch_1_conv_1")
     branch_1 = conv_bn_relu(branch_1, 224, (1, 3), name=name + "_branch_1_conv_2")
     branch_1 = conv_bn_relu(branch_1, 256, (3, 1), name=name + "_branch_1_conv_3")
     mixed = layers.Concatenate(axis=3, name=name + "_mixed")([branch_0, branch_1])
     mixed = layers.Conv2D(2080, (1, 1), padding="same", name=name + "_conv")(mixed)
-    x = CustomScaleLayer(0.2, name=name + "_custom_scale_1")([x, mixed])
-    x = layers.Activation("relu", name=name + "_ac")(x)
+    x = CustomScaleLayer(scale, name=name + "_custom_scale_1")([x, mixed])
+    if activation is not None:
+        x = layers.Activation(activation, name=name + "_ac")(x)
     return x
 
 
@@ -177,18 +178,8 @@ def tail_layers(
     )(block17_20_ac_input)
     x = layers.Concatenate(axis=3, name="mixed_7a")([x, branch_1, branch_2, branch_3])
     for i in range(1, 10):
-        x = block8(x, name=f"block8_{i}")
-    branch_0 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_0_conv_1")
-    branch_1 = conv_bn_relu(x, 192, (1, 1), name="block8_10_branch_1_conv_1")
-    branch_1 = conv_bn_relu(branch_1, 224, (1, 3), name="block8_10_branch_1_conv_2")
-    branch_1 = conv_bn_relu(branch_1, 256, (3, 1), name="block8_10_branch_1_conv_3")
-    block8_10_mixed = layers.Concatenate(axis=3, name="block8_10_mixed")(
-        [branch_0, branch_1]
-    )
-    block8_10_mixed = layers.Conv2D(
-        2080, (1, 1), padding="same", name="block8_10_conv"
-    )(block8_10_mixed)
-    x = CustomScaleLayer(1.0, name="block8_10_custom_scale_1")([x, block8_10_mixed])
+        x = block8(x, 0.2, name=f"block8_{i}")
+    x = block8(x, 1.0, activation=None, name="block8_10")
     # conv_7b: 8 x 8 x 1536
     x = conv_bn_relu(x, 1536, (1, 1), name="conv_7b")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -13,8 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-set: bcf66bcfa409640a
-stitchgen-hash: sha256:696722b98badddbe66cdf4ec0d20dd490877c5d9d890db05197005c0ce2a6d61
+stitchgen-set: c06a0c84c39aa954
+stitchgen-hash: sha256:78b3525622f440c447e6ab2e92054a0200b07ef8061945242eb481f0d1fd93ef
 """
 
 import argparse
@@ -59,7 +59,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "mobilenet_to_inception_resnet_v2"
 MODULE_SET = (
-    "bcf66bcfa409640a"  # the set token of the module this script was generated with
+    "c06a0c84c39aa954"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet_to_inception_resnet_v2.toml"
 HEAD_SOURCE = "keras.applications.MobileNet"

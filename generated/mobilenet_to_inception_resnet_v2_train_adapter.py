@@ -29,8 +29,8 @@ with the tail network's own classes, val_accuracy with labels, losses) and
 OUT.png (loss curves). The best adapter weights are checkpointed after every
 epoch; --resume continues from there.
 
-stitchgen-set: bcf66bcfa409640a
-stitchgen-hash: sha256:5a7359d3d19130257151f727aa23de246731160f35004bd0974fa72ae0b98645
+stitchgen-set: c06a0c84c39aa954
+stitchgen-hash: sha256:cf7ad750fd46a0a889f17743bd096143b95143d2d4e4e1dbe5d816ebf40d0e8a
 """
 
 import argparse
@@ -79,7 +79,7 @@ import tensorflow as tf  # tf.data streams the cache; tf.distribute runs on seve
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "mobilenet_to_inception_resnet_v2"
 MODULE_SET = (
-    "bcf66bcfa409640a"  # the set token of the module this script was generated with
+    "c06a0c84c39aa954"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet_to_inception_resnet_v2.toml"
 TAIL_SOURCE = "keras.applications.InceptionResNetV2"

@@ -221,6 +221,18 @@ def tiny_head():
     return keras.Model(inputs, outputs, name="tiny_head")
 
 
+def wide_head():
+    """A head whose convolutions hold enough weights (1024+ per tensor) for dynamic-range int8 to quantise."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.Conv2D(32, 3, strides=2, padding="same", name="w_conv1")(inputs)
+    x = layers.ReLU(name="w_relu1")(x)
+    x = layers.Conv2D(64, 3, padding="same", name="w_conv2")(x)
+    x = layers.ReLU(name="w_relu2")(x)
+    x = layers.GlobalAveragePooling2D(name="w_pool")(x)
+    outputs = layers.Dense(3, activation="softmax", name="w_pred")(x)
+    return keras.Model(inputs, outputs, name="wide_head")
+
+
 def tiny_tail():
     """A small classifier to take a tail from: it starts at t_conv2, after an 8 x 8 x 6 ReLU."""
     inputs = keras.Input((16, 16, 3), name="image")

@@ -72,6 +72,31 @@ def test_export_phone_and_server_sides(tmp_path, side):
     assert np.max(np.abs(server_out - full)) <= 1e-5 * (1 + np.max(np.abs(full)))
 
 
+def test_int8_phone_side_is_at_most_half_the_float32_one(tmp_path):
+    """Dynamic-range int8 stores weights in a byte: with 20k weights on the phone, the file shrinks."""
+    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
+    spec = TINY_SPEC.replace("models_for_tests:tiny_head", "models_for_tests:wide_head").replace("h_relu2", "w_relu2")
+    (tmp_path / "wide.toml").write_text(spec.replace('name = "tiny"', 'name = "wide"'))
+    assert run_cli("generate", str(tmp_path / "wide.toml")).returncode == 0
+    module = import_path(tmp_path / "wide.py", "wide_export_int8")
+    hybrid = module.build_model()
+    randomize_weights(hybrid, seed=6)
+    hybrid.save_weights(tmp_path / "hybrid.weights.h5")
+    out = tmp_path / "export"
+    result = run_cli(
+        "export",
+        str(tmp_path / "wide.toml"),
+        "--weights",
+        str(tmp_path / "hybrid.weights.h5"),
+        "--output-dir",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    float32, int8 = (out / "wide_phone.tflite").stat().st_size, (out / "wide_phone_int8.tflite").stat().st_size
+    assert float32 > 4 * 18_000  # the 64 x 32 x 3 x 3 kernel alone, in float32
+    assert int8 <= 0.5 * float32, (int8, float32)
+
+
 def test_export_needs_existing_weights(tmp_path):
     shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
     (tmp_path / "tiny.toml").write_text(TINY_SPEC)

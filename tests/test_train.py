@@ -99,8 +99,12 @@ def test_all_stages_end_to_end(hybrid_dir, tmp_path, data):
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "trained.weights.h5.json").read_text())
     assert [s["stage"] for s in log["stages"]] == ["lstsq", "distill", "finetune"]
+    n_val = log["val_images"]
+    assert n_val == max(1, round(0.1 * (log["train_images"] + n_val)))  # --val-split 0.1 of --data
     for stage in log["stages"]:
-        assert 0.0 <= stage["val_agreement"] <= 1.0
+        # a fraction of the validation images, not any number in [0, 1]
+        agreeing = stage["val_agreement"] * n_val
+        assert 0 <= agreeing <= n_val and abs(agreeing - round(agreeing)) < 1e-9, (stage["val_agreement"], n_val)
         assert ("val_accuracy" in stage) == (data == "images")  # labels only from class folders here
         assert len(stage["val_distill_loss"]) == 1
     assert (tmp_path / "trained.weights.h5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -92,3 +92,59 @@ def test_an_unknown_adapter_kind_is_one_line():
 def test_hand_built_graph_is_what_the_property_uses():
     graph = hand_built(PLAIN)
     assert len(graph.layers()) == 13 and graph.name == "plain_model"
+
+
+def chains() -> Graph:
+    """Conv -> BN (-> Activation) chains, as in Keras's `conv2d_bn(..., activation=None)` uses.
+
+    The first two have no activation and longer stems than the rest, so a helper's
+    template (a chain with its activation) is not its first instance.
+    """
+    info = (TensorInfo((None, 8, 8, 4), "float32"),)
+    ops = {"image": Op("image", "input", "keras.Input", {"shape": (8, 8, 4), "name": "image"}, layer_index=0)}
+    calls = [Call("image", "image", (), {}, info)]
+    previous = "image"
+
+    def add(name, callee, args, positional=(), shapes=()):
+        nonlocal previous
+        ops[name] = Op(name, "layer", callee, {**args, "name": name}, tuple(positional), callee.split(".")[-1],
+                       len(ops), tuple(shapes))  # fmt: skip
+        calls.append(Call(name, name, (TensorRef(previous),), {}, info))
+        previous = name
+
+    plan = [("projection_a", "same", False), ("projection_b", "valid", False), ("c1", "same", True),
+            ("c2", "same", True), ("c3", "valid", True), ("c4", "same", True)]  # fmt: skip
+    for k, (stem, padding, activation) in enumerate(plan):
+        add(stem, "layers.Conv2D", {"filters": 4, "kernel_size": (1 + 2 * (k % 2), 1 + 2 * (k % 2)), "padding": padding},
+            ("filters", "kernel_size"), ((3, 3, 4, 4), (4,)))  # fmt: skip
+        add(f"{stem}_bn", "layers.BatchNormalization", {}, (), ((4,),) * 4)
+        if activation:
+            add(f"{stem}_ac", "layers.Activation", {"activation": "relu"}, ("activation",))
+    return Graph("chains", "functional", ops, calls, TensorRef("image"), TensorRef(previous))
+
+
+def test_a_trailing_activation_is_a_parameter_and_defaults_are_the_common_call(tmp_path):
+    from codegen.frontend.introspect import Introspection
+    from codegen.frontend.spec import ModelSource, ModelSpec
+    from codegen.products.model import ModelProject
+
+    source = ModelSource("net.keras", "file", base_dir=tmp_path)
+    spec = ModelSpec("net", source, tmp_path / "net.toml", tmp_path / "out", "factored", "factored", False)
+    text = ModelProject(spec, Introspection(chains())).files()["net.py"]
+    tree = ast.parse(text)
+    helpers = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("build_")}
+    assert len(helpers) == 1, sorted(helpers)  # with and without the activation: one helper
+    (helper,) = helpers.values()
+    defaults = dict(zip([a.arg for a in helper.args.args][-len(helper.args.defaults) :], helper.args.defaults))
+    assert ast.literal_eval(defaults["padding"]) == "same"  # 4 of 6 calls, not Conv2D's "valid"
+    assert ast.literal_eval(defaults["activation"]) == "relu"  # 4 of 6 calls
+    assert "if activation is not None:" in ast.unparse(helper)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == helper.name]
+    passed = {ast.literal_eval(k.value) for c in calls for k in c.keywords if k.arg == "name"}
+    assert passed == {"projection_a", "projection_b", "c1", "c2", "c3", "c4"}
+    without = {ast.literal_eval(k.value) for c in calls for k in c.keywords if k.arg == "name"
+               if any(j.arg == "activation" and ast.literal_eval(j.value) is None for j in c.keywords)}  # fmt: skip
+    assert without == {"projection_a", "projection_b"}
+    # the suffixes are cut from the template's own stem: every layer keeps its source name
+    suffixes = {ast.literal_eval(n.right) for n in ast.walk(helper) if isinstance(n, ast.BinOp)}
+    assert suffixes == {"_bn", "_ac"}, suffixes

@@ -27,6 +27,8 @@ from codegen.planning.motifs import (
     Step,
     fit_loop,
     fits,
+    names_fit,
+    optional_tail,
     parameterize,
     pattern_name,
     role_text,
@@ -44,6 +46,28 @@ MAX_POSITIONAL = 2  # helper arguments passed by position; more go by keyword
 class StepItem:
     step: Step
     comment: str | None = None
+    guard: str | None = None  # a helper parameter: the step runs only when it is not None
+
+
+def _merge_optional_tails(groups: dict[tuple, list], instance_of, base_of, order) -> None:
+    """Fold each group whose instances are another's minus a trailing activation into that group.
+
+    `block8_10` is `block8_1` without its final Activation: one helper with
+    `activation="relu"` (None skips the layer) instead of an unrolled copy.
+    """
+    for key in list(groups):
+        members = groups.get(key)
+        short = key[:-1]
+        if not members or short not in groups or short == key:
+            continue
+        first = instance_of(members[0])
+        if not optional_tail(first.steps, base_of(members[0])):
+            continue
+        merged = sorted(members + groups[short], key=order)
+        if not names_fit([instance_of(m) for m in merged], [base_of(m) for m in merged]):
+            continue
+        groups[key] = merged
+        del groups[short]
 
 
 @dataclass
@@ -128,7 +152,8 @@ class FactoredEmitter(GraphEmitter):
     # ------------------------------------------------------------ discovery
 
     def _block_motifs(self, jobs: list[_Job]) -> list[Motif]:
-        groups: dict[tuple, list[tuple[_Job, Block, Instance]]] = {}
+        groups: dict[tuple, list[tuple[int, _Job, Block, Instance]]] = {}
+        order: list[Instance] = []  # every eligible block, in source order
         per_job: dict[int, list[tuple[Block, Instance | None]]] = {}
         for job in jobs:
             graph = job.graph
@@ -144,16 +169,18 @@ class FactoredEmitter(GraphEmitter):
                     steps = [step_of(c, graph.ops[c.op]) for c in block.calls]
                     instance = Instance(steps, block.inputs, block.outputs, {}, block.stem)
                     key = signature(steps, block.inputs, Name(None, block.stem))
-                    groups.setdefault(key, []).append((job, block, instance))
+                    groups.setdefault(key, []).append((len(order), job, block, instance))
+                    order.append(instance)
                 entries.append((block, instance))
             per_job[id(job)] = entries
 
+        _merge_optional_tails(groups, lambda m: m[3], lambda m: Name(None, m[3].stem), lambda m: m[0])
         motifs: list[Motif] = []
         chosen: dict[int, Motif] = {}
         for members in groups.values():
             if len(members) < 2:
                 continue
-            instances = [m[2] for m in members]
+            instances = [m[3] for m in members]
             hint = stem_name([i.stem for i in instances]) or pattern_name(instances[0].steps[:3]) + "_block"
             helper = self.module_names.name(hint)
             names = _param_names(self.module_names)
@@ -192,7 +219,7 @@ class FactoredEmitter(GraphEmitter):
         shared = {c.op for job in jobs for c in job.graph.calls if sum(1 for d in job.graph.calls if d.op == c.op) > 1}
 
         sequences: list[list[Item]] = [job.items for job in jobs]
-        bodies = {id(m): [StepItem(s) for s in m.body] for m in block_motifs}
+        bodies = {id(m): _body_items(m) for m in block_motifs}
         sequences += list(bodies.values())
 
         groups: dict[tuple, list[tuple[int, int, int, Instance]]] = {}
@@ -210,6 +237,7 @@ class FactoredEmitter(GraphEmitter):
                 else:
                     k += 1
 
+        _merge_optional_tails(groups, lambda m: m[3], lambda m: m[3].steps[0].name, lambda m: (m[0], m[1]))
         motifs: list[Motif] = []
         replacements: dict[int, list[tuple[int, int, CallItem]]] = {}
         for members in groups.values():
@@ -241,13 +269,13 @@ class FactoredEmitter(GraphEmitter):
             new += items[k:]
             items[:] = new
         for motif in block_motifs:
-            motif.body_items = bodies[id(motif)]  # type: ignore[attr-defined]
+            motif.body_items = bodies[id(motif)]
         return motifs
 
     # ------------------------------------------------------------ rendering
 
     def _helper(self, motif: Motif) -> Function:
-        items = getattr(motif, "body_items", None) or [StepItem(s) for s in motif.body]
+        items = motif.body_items or _body_items(motif)
         reserved = {"keras", "layers", "ops"} | self.module_names.used()
         inputs = ["x"] if len(motif.inputs) == 1 else [f"x{i}" for i in range(len(motif.inputs))]
         params = _ordered_params(motif, inputs)
@@ -288,6 +316,14 @@ class FactoredEmitter(GraphEmitter):
         return body + [f"model = {model}", "model.trainable = False", "return model"]
 
 
+def _body_items(motif: Motif) -> list[Item]:
+    """The motif's steps as items; an optional last step is guarded by its parameter."""
+    items: list[Item] = [StepItem(s) for s in motif.body]
+    if motif.guard is not None:
+        items[-1] = StepItem(motif.body[-1], guard=motif.guard)
+    return items
+
+
 def _ordered_params(motif: Motif, inputs: list[str]) -> list[str]:
     params = list(inputs) + [p.name for p in motif.required]
     params += [f"{p.name}={render(p.default)}" for p in motif.optional]
@@ -318,7 +354,7 @@ def _eligible(block: Block, graph: Graph, collide: set[str], uses: dict[str, int
 def _chain_end(items: list[Item], k: int, consumers, graph_outputs, shared) -> int:
     """One past the last step of the chain starting at `items[k]` (k + 1 if none)."""
     first = items[k]
-    if not isinstance(first, StepItem) or first.step.op.kind != "layer" or first.step.name is None:
+    if not isinstance(first, StepItem) or first.guard or first.step.op.kind != "layer" or first.step.name is None:
         return k + 1
     if first.step.op.name in shared:
         return k + 1
@@ -326,7 +362,7 @@ def _chain_end(items: list[Item], k: int, consumers, graph_outputs, shared) -> i
     prev = first.step
     while end < len(items):
         item = items[end]
-        if not isinstance(item, StepItem):
+        if not isinstance(item, StepItem) or item.guard:
             break
         step = item.step
         out = TensorRef(prev.call.id, 0)
@@ -369,8 +405,11 @@ def _with_loops(items: list[Item]) -> list[Item]:
                 break
             run.append(nxt)
         loop = None
-        if len(run) >= MIN_LOOP:
-            loop = fit_loop([r.instance for r in run], [p.name for p in item.motif.params])
+        params = [p.name for p in item.motif.params]
+        while loop is None and len(run) >= MIN_LOOP:  # the longest prefix that a loop reproduces
+            loop = fit_loop([r.instance for r in run], params)
+            if loop is None:
+                run.pop()
         if loop is None:
             out.append(item)
             k += 1
@@ -421,6 +460,11 @@ class _Allocator:
             live |= set(kept)
             targets = []
             for ref in produced:
+                if isinstance(item, StepItem) and item.guard:  # skipped, the input is the result: one variable
+                    self.variables[ref] = self.variables[consumed[0]]
+                    self.holders[self.variables[ref]] = ref
+                    targets.append(self.variables[ref])
+                    continue
                 targets.append(self._target(ref, item, consumed, dying, live, protected, trunk_var))
             if item.comment:
                 lines.append(f"# {doc_text(item.comment)}")
@@ -453,6 +497,8 @@ class _Allocator:
         if isinstance(item, StepItem):
             before: list[str] = []
             expr = self._step(item.step, before)
+            if item.guard:
+                return before + [f"if {item.guard} is not None:", f"    {target} = {expr}"]
             return before + [f"{target} = {expr}"]
         if isinstance(item, CallItem):
             args = [self._ref(r) for r in item.instance.inputs]

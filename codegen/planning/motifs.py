@@ -83,6 +83,10 @@ class Motif:
     outputs: list[TensorRef]
     params: list[Param]
     instances: list[Instance] = field(default_factory=list)
+    # the parameter that guards the body's last step (`activation=None` leaves it out), or None
+    guard: str | None = None
+    # the body as the back end lays it out (after chain helpers are found inside it); empty: `body`
+    body_items: list[Any] = field(default_factory=list)
 
     @property
     def required(self) -> list[Param]:
@@ -195,28 +199,38 @@ def parameterize(kind: str, instances: list[Instance], stems: list[Name | None],
     `stems[i]` is what instance i's layer names extend (None: names become
     parameters of their own). `names` hands out parameter identifiers.
     """
-    first = instances[0]
+    length = max(len(inst.steps) for inst in instances)
+    index = next(i for i, inst in enumerate(instances) if len(inst.steps) == length)
+    first, base = instances[index], stems[index]  # the template and its own stem: suffixes are cut from its names
+    optional = None
     body: list[Step] = []
     params: list[Param] = []
     slot_params: list[tuple[int, str, str]] = []  # (step, key, parameter)
-    use_stem = all(s is not None for s in stems) and all(
-        step.name is None or fits(step.name, s) for inst, s in zip(instances, stems) for step in inst.steps
-    )
-    duplicate_keys = _varying_key_counts(instances)
+    use_stem = names_fit(instances, stems)
+    duplicate_keys = _varying_key_counts([inst for inst in instances if len(inst.steps) == length])
     for j, template in enumerate(first.steps):
         op = template.op
+        members = [inst for inst in instances if j < len(inst.steps)]
+        if len(members) < len(instances):  # an optional trailing activation (see optional_tail)
+            values = [inst.steps[j].slots.get("activation") if j < len(inst.steps) else None for inst in instances]
+            optional = names("activation")
+            params.append(Param(optional, _most_common(values)))
+            slot_params.append((j, "activation", optional))
+            name = Name("name", template.name.suffix[len(base.suffix) :]) if template.name is not None else None
+            body.append(Step(template.call, op, {"activation": Expr(optional)}, name))
+            continue
         keys = list(template.slots)
-        for inst in instances[1:]:
+        for inst in members[1:]:
             keys += [k for k in inst.steps[j].slots if k not in keys]
         slots: dict[str, Any] = {}
         for key in keys:
             default = class_default(op, key)
-            values = [inst.steps[j].slots.get(key, default) for inst in instances]
+            values = [inst.steps[j].slots.get(key, default) for inst in members]
             if _same(values) and not _scoped(values[0]):
                 if not (default is not MISSING and _key(values[0]) == render(default)):
                     slots[key] = values[0]
                 continue
-            hint = key if duplicate_keys.get(key, 0) <= 1 else f"{_role(template, stems[0])}_{key}"
+            hint = key if duplicate_keys.get(key, 0) <= 1 else f"{_role(template, base)}_{key}"
             pname = names(hint)
             params.append(Param(pname, common_default(values, default)))
             slot_params.append((j, key, pname))
@@ -224,13 +238,13 @@ def parameterize(kind: str, instances: list[Instance], stems: list[Name | None],
         name = template.name
         if name is not None:
             if use_stem:
-                name = Name("name", name.suffix[len(stems[0].suffix) :])
+                name = Name("name", name.suffix[len(base.suffix) :])
             else:
-                values = [inst.steps[j].name for inst in instances]
+                values = [inst.steps[j].name for inst in members]
                 if _same(values) and not _scoped(values[0]):
                     name = values[0]
                 else:
-                    pname = names(f"{_role(template, stems[0])}_name")
+                    pname = names(f"{_role(template, base)}_name")
                     params.append(Param(pname))
                     slot_params.append((j, "name", pname))
                     name = Name(pname, "")
@@ -240,12 +254,55 @@ def parameterize(kind: str, instances: list[Instance], stems: list[Name | None],
     for inst, stem in zip(instances, stems):
         args: dict[str, Any] = {}
         for j, key, pname in slot_params:
+            if j >= len(inst.steps):  # the optional step is absent
+                args[pname] = None
+                continue
             step = inst.steps[j]
             args[pname] = step.name if key == "name" else step.slots.get(key, class_default(step.op, key))
         if use_stem:
             args["name"] = stem
         inst.args = args
-    return Motif(kind, "", body, list(first.inputs), list(first.outputs), params, list(instances))
+    motif = Motif(kind, "", body, list(first.inputs), list(first.outputs), params, list(instances))
+    motif.guard = optional
+    return motif
+
+
+def names_fit(instances: list[Instance], stems: list[Name | None]) -> bool:
+    """True when every layer name of every instance extends its instance's stem (names become `name + suffix`)."""
+    return all(s is not None for s in stems) and all(
+        step.name is None or fits(step.name, s) for inst, s in zip(instances, stems) for step in inst.steps
+    )
+
+
+def optional_tail(steps: list[Step], base: Name | None) -> bool:
+    """True when `steps` may share a helper with the same steps minus the last: a trailing activation.
+
+    Keras's `conv2d_bn(..., activation=None)`: the helper takes `activation` and skips
+    the layer for None. Only a plain `Activation` layer named after the stem qualifies.
+    """
+    if len(steps) < 2 or base is None:
+        return False
+    last = steps[-1]
+    return (
+        last.op.kind == "layer"
+        and last.op.class_name == "Activation"
+        and set(last.slots) <= {"activation"}
+        and isinstance(last.slots.get("activation"), str)
+        and last.name is not None
+        and fits(last.name, base)
+        and len(last.call.outputs) == 1
+    )
+
+
+def _most_common(values: list[Any]) -> Any:
+    """The value most instances pass; a tie goes to the earliest."""
+    counts: dict[str, int] = {}
+    first: dict[str, Any] = {}
+    for value in values:
+        key = _key(value)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, value)
+    return first[max(counts, key=lambda k: counts[k])]
 
 
 def common_default(values: list[Any], default: Any) -> Any:
