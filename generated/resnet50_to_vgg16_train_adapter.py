@@ -7,7 +7,8 @@ Regenerate: stitchgen generate examples/resnet50_to_vgg16.toml
 
 Usage:
     python resnet50_to_vgg16_train_adapter.py --weights PORTED.weights.h5 --data TRAIN [--val VAL]
-        --output OUT.weights.h5 [--stages lstsq,distill,finetune] [--epochs N] [--batch-size B]
+        --output OUT.weights.h5 [--stages lstsq,distill,finetune] [--epochs N] [--patience P]
+        [--batch-size B] [--strategy default|mirrored|multiworker]
 
 TRAIN and VAL are a directory of images (class sub-folders give labels) or a
 .npz file with `x` (N x H x W x C raw pixels, 0-255) and optionally `y`
@@ -26,11 +27,14 @@ size with its own preprocessing. The frozen head's outputs and the teacher's
 targets are computed once and cached (in memory, or in memory-mapped .npy files
 when large). Writes OUT (the whole hybrid), OUT.json (per stage: val_agreement
 with the tail network's own classes, val_accuracy with labels, losses) and
-OUT.png (loss curves). The best adapter weights are checkpointed after every
-epoch; --resume continues from there.
+OUT.png (loss curves). --epochs is a cap: a stage stops after --patience epochs
+without a better validation loss and ends with its best epoch's weights, which
+are checkpointed after every epoch; --resume continues from there. Under
+--strategy multiworker (TF_CONFIG) run the same command on every worker; worker 0
+writes the files.
 
 stitchgen-set: f7cd85313254ac76
-stitchgen-hash: sha256:f629148ae6b55d5838087bd1cb0915c8f46fc62b994f93de9d0afd242a93be40
+stitchgen-hash: sha256:17128cb41ab1883ba734e0c95971ae926eb4d7203057542b581f49e5f3ed140e
 """
 
 import argparse
@@ -698,9 +702,18 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def stream(inputs, targets, batch_size, shuffle, seed=0):
-    """A tf.data pipeline over (possibly memory-mapped) arrays: only one batch in memory at a time."""
+def stream(inputs, targets, batch_size, shuffle, seed=0, shard=(0, 1)):
+    """A tf.data pipeline over (possibly memory-mapped) arrays: only one batch in memory at a time.
+
+    `shard` is (worker index, number of workers): each worker reads every n-th batch of
+    the same seeded order, and all read equally many (collective steps must pair up),
+    so a step of n workers averages the gradients of n consecutive batches.
+    """
     count = len(inputs)
+    index_of, workers = shard
+    steps = -(-count // batch_size)
+    if workers > 1:
+        steps = max(workers, steps - steps % workers) // workers
 
     def batches():
         order = (
@@ -708,7 +721,12 @@ def stream(inputs, targets, batch_size, shuffle, seed=0):
             if shuffle
             else np.arange(count)
         )
-        for start in range(0, count, batch_size):
+        starts = range(0, count, batch_size)
+        if workers > 1:
+            starts = [
+                starts[(k * workers + index_of) % len(starts)] for k in range(steps)
+            ]
+        for start in starts:
             index = np.sort(order[start : start + batch_size])
             picked = tuple(t[index] for t in targets)
             yield inputs[index], picked if len(picked) > 1 else picked[0]
@@ -721,9 +739,12 @@ def stream(inputs, targets, batch_size, shuffle, seed=0):
         specs if len(specs) > 1 else specs[0],
     )
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return dataset.apply(
-        tf.data.experimental.assert_cardinality(-(-count // batch_size))
-    ).prefetch(2)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
+    options = tf.data.Options()  # the workers shard by batch above, not tf.data
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF
+    )
+    return dataset.with_options(options)
 
 
 # ---------------------------------------------------------------- stages
@@ -839,15 +860,19 @@ def is_probability(values):
     )
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """After every epoch: keep the best adapter weights (atomically) and the state needed to resume."""
+class Checkpoint:
+    """After every epoch: keep the best weights (in memory, and atomically on disk) and the state to resume.
 
-    def __init__(self, run, stage, monitor):
-        super().__init__()
-        self.run, self.stage, self.monitor = run, stage, monitor
+    Also the schedule: after `--patience` epochs without a better validation loss the
+    stage stops early, and after half as many the learning rate halves.
+    """
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = float(logs[self.monitor])
+    def __init__(self, run, stage):
+        self.run, self.stage = run, stage
+
+    def on_epoch_end(self, epoch, logs):
+        """True when the stage should stop (patience spent)."""
+        value = float(logs["val_loss"])
         if not all(np.isfinite(float(v)) for v in logs.values()):
             raise Diverged(
                 f"stage {self.stage}, epoch {epoch + 1}: the loss is not finite ({value}); nothing written, "
@@ -859,11 +884,72 @@ class Checkpoint(keras.callbacks.Callback):
             {k: float(v) for k, v in logs.items()}
         )
         if state.get("best") is None or value < state["best"]:
-            state["best"] = value
-            state["improved"] = True
+            state.update(best=value, improved=True, best_epoch=epoch + 1, waited=0)
             self.run.save_checkpoint()
         else:
+            state["waited"] = state.get("waited", 0) + 1
+            patience = self.run.args.patience
+            if (
+                patience and state["waited"] % max(1, patience // 2) == 0
+            ):  # plateau: halve the learning rate
+                state["learning_rate"] = (
+                    state.get("learning_rate", self.run.args.learning_rate) / 2
+                )
             self.run.save_state()
+        return (
+            bool(self.run.args.patience) and state["waited"] >= self.run.args.patience
+        )
+
+
+def per_example_loss(kind, from_logits):
+    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs)."""
+    if kind == "distill":
+
+        def loss(targets, outputs):
+            terms = [
+                keras.ops.mean(
+                    keras.ops.square(o - t), axis=tuple(range(1, len(o.shape)))
+                )
+                for t, o in zip(_as_list(targets), _as_list(outputs))
+            ]
+            return sum(terms[1:], terms[0])
+
+    elif kind == "labels":
+
+        def loss(targets, outputs):
+            return keras.losses.sparse_categorical_crossentropy(
+                targets, outputs, from_logits=from_logits
+            )
+
+    else:
+
+        def loss(targets, outputs):
+            return keras.losses.categorical_crossentropy(
+                targets, outputs, from_logits=from_logits
+            )
+
+    return loss
+
+
+def worker_shard(strategy):
+    """(this worker's index, the number of workers) under MultiWorkerMirroredStrategy, else (0, 1)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if (
+        not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        or resolver is None
+    ):
+        return 0, 1
+    cluster = resolver.cluster_spec().as_dict()
+    order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+    order += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+    if not order:
+        return 0, 1
+    return order.index((resolver.task_type, resolver.task_id)), len(order)
+
+
+def is_chief(strategy):
+    """Only the first worker writes files: the others train the same replicas and write nothing."""
+    return worker_shard(strategy)[0] == 0
 
 
 class Run:
@@ -895,13 +981,22 @@ class Run:
         return self._trained
 
     def save_checkpoint(self):
-        save_atomic(self.trained, self.checkpoint)
+        """The best weights so far: kept in memory (every worker) and written atomically (the chief)."""
+        self.best_weights = [np.array(w, copy=True) for w in self.trained.get_weights()]
+        if is_chief(self.strategy):
+            save_atomic(self.trained, self.checkpoint)
         self.save_state()
 
     def save_state(self):
-        write_atomic(
-            self.state_path, json.dumps({**self.state, "log": self.log}, indent=2)
-        )
+        if is_chief(self.strategy):
+            write_atomic(
+                self.state_path, json.dumps({**self.state, "log": self.log}, indent=2)
+            )
+
+    def restore_best(self):
+        """End a stage with its best epoch's weights."""
+        if getattr(self, "best_weights", None) is not None:
+            self.trained.set_weights(self.best_weights)
 
     def resume(self):
         if not os.path.exists(self.state_path) or not os.path.exists(self.checkpoint):
@@ -933,6 +1028,7 @@ class Run:
             raise TrainError(
                 f"--resume: {self.checkpoint} holds non-finite weights; rerun without --resume"
             )
+        self.best_weights = [np.array(w, copy=True) for w in self.trained.get_weights()]
         self.state = {k: v for k, v in state.items() if k != "log"}
         self.log = state.get("log", [])
         print(
@@ -954,6 +1050,15 @@ class Run:
             )
         else:
             entry["epochs"] = self.fit(name, train, val)
+            entry["best_epoch"] = self.state.get(
+                "best_epoch", 0
+            )  # 0: the starting point stayed best
+            entry["best_val_loss"], entry["val_loss"] = self.state.get(
+                "best"
+            ), self.state.get("val_loss")
+            entry["learning_rate"] = self.state.get(
+                "learning_rate", self.args.learning_rate
+            )  # at the end
         entry.update(scores(self.adapter, self.tail, val, self.args.batch_size))
         entry["val_distill_loss"] = distill_losses(
             self.adapter, val, self.args.batch_size
@@ -969,11 +1074,16 @@ class Run:
         self.save_checkpoint()
 
     def fit(self, name, train, val):
-        args = self.args
-        with self.strategy.scope():
+        """Train the stage's model with a loop of `strategy.run` steps; returns the epochs run.
+
+        A custom loop rather than `model.fit`: Keras 3's fit cannot run under
+        MultiWorkerMirroredStrategy (keras#20585), and one loop serves every strategy.
+        """
+        args, strategy = self.args, self.strategy
+        with strategy.scope():
             if name == "distill":
                 model = self.adapter
-                losses = ["mse"] * len(BRANCHES)
+                loss = per_example_loss("distill", False)
                 train_targets, val_targets = train.targets, val.targets
             else:
                 adapted = _as_list(self.adapter(self.adapter.input))
@@ -981,59 +1091,115 @@ class Run:
                 if (
                     CLASSES is not None
                 ):  # the loss follows the new classifier's own activation
-                    probabilities = is_probability(
-                        keras.ops.convert_to_numpy(
-                            model(train.features[:8], training=False)
-                        )
+                    sample = keras.ops.convert_to_numpy(
+                        model(train.features[:8], training=False)
                     )
+                    probabilities = is_probability(sample)
                 else:
                     probabilities = is_probability(train.teacher[: min(len(train), 64)])
                 if train.has_labels:
-                    losses = keras.losses.SparseCategoricalCrossentropy(
-                        from_logits=not probabilities
-                    )
+                    loss = per_example_loss("labels", not probabilities)
                     train_targets, val_targets = [train.labels], [val.labels]
                 else:  # no labels: distil the tail network's own predictions
-                    losses = keras.losses.CategoricalCrossentropy(
-                        from_logits=not probabilities
-                    )
-                    train_targets, val_targets = [soft(train.teacher, probabilities)], [
-                        soft(val.teacher, probabilities)
-                    ]
-            model.compile(
-                optimizer=keras.optimizers.Adam(args.learning_rate), loss=losses
+                    loss = per_example_loss("soft", not probabilities)
+                    train_targets = [soft(train.teacher, probabilities)]
+                    val_targets = [soft(val.teacher, probabilities)]
+            optimizer = keras.optimizers.Adam(
+                self.state.get("learning_rate", args.learning_rate)
             )
-        validation = stream(val.features, val_targets, args.batch_size, shuffle=False)
+            optimizer.build(model.trainable_variables)
+        step = train_step(strategy, model, optimizer, loss)
         if (
             self.state["epoch"] == 0
         ):  # the starting point competes too: a stage never ends worse on validation
-            self.state["best"] = float(
-                model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+            self.state.update(
+                best=evaluate(model, loss, val.features, val_targets, args.batch_size),
+                best_epoch=0,
             )
-            self.state["improved"] = False
+            self.state.update(
+                improved=False, waited=0, learning_rate=args.learning_rate
+            )
             self.save_checkpoint()
-        history = model.fit(
-            stream(
+        checkpoint = Checkpoint(self, name)
+        shard = worker_shard(strategy)
+        epochs = 0
+        for epoch in range(self.state["epoch"], args.epochs):
+            optimizer.learning_rate.assign(
+                self.state.get("learning_rate", args.learning_rate)
+            )
+            data = stream(
                 train.features,
                 train_targets,
                 args.batch_size,
                 shuffle=True,
-                seed=self.state["epoch"],
-            ),
-            validation_data=validation,
-            epochs=args.epochs,
-            initial_epoch=self.state["epoch"],
-            callbacks=[Checkpoint(self, name, "val_loss")],
-            shuffle=False,  # the stream shuffles, one epoch seed at a time
-            verbose=1 if args.verbose else 2,
-        )
-        if self.state.get("best") is not None:  # end with the best epoch's weights
-            self.trained.load_weights(self.checkpoint)
+                seed=epoch,
+                shard=shard,
+            )
+            progress = (
+                keras.utils.Progbar(int(data.cardinality()), unit_name="step")
+                if args.verbose
+                else None
+            )
+            total, steps, started = 0.0, 0, time.perf_counter()
+            for x, y in strategy.experimental_distribute_dataset(data):
+                total += float(step(x, y))
+                steps += 1
+                if progress is not None:
+                    progress.update(steps)
+            logs = {"loss": total / max(steps, 1)}
+            logs["val_loss"] = evaluate(
+                model, loss, val.features, val_targets, args.batch_size
+            )
+            seconds = time.perf_counter() - started
+            print(
+                f"epoch {epoch + 1}/{args.epochs}: loss {logs['loss']:.6g}, val_loss {logs['val_loss']:.6g} ({seconds:.1f} s)"
+            )
+            epochs += 1
+            if checkpoint.on_epoch_end(epoch, logs):
+                print(
+                    f"stage {name}: no better validation loss in {args.patience} epochs; stopped early"
+                )
+                break
+        self.restore_best()
+        self.state["val_loss"] = evaluate(
+            model, loss, val.features, val_targets, args.batch_size
+        )  # restored
         if not self.state.get("improved", True):
             print(
                 f"note: stage {name}: no epoch beat the starting point on validation loss; kept the starting point"
             )
-        return len(history.history.get("loss", []))
+        return epochs
+
+
+def train_step(strategy, model, optimizer, loss):
+    """One distributed step: per-replica gradients of the global-batch mean loss, applied once."""
+    weights = model.trainable_variables
+
+    def replica(x, y):
+        with tf.GradientTape() as tape:
+            per_example = loss(y, model(x, training=True))
+            value = tf.nn.compute_average_loss(per_example)
+        optimizer.apply_gradients(zip(tape.gradient(value, weights), weights))
+        return value
+
+    @tf.function
+    def step(x, y):
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(x, y)), axis=None
+        )
+
+    return step
+
+
+def evaluate(model, loss, features, targets, batch_size):
+    """Mean loss over a whole set, batch by batch (run alike on every worker)."""
+    total = 0.0
+    for start in range(0, len(features), batch_size):
+        picked = [t[start : start + batch_size] for t in targets]
+        outputs = model(features[start : start + batch_size], training=False)
+        per_example = loss(picked if len(picked) > 1 else picked[0], outputs)
+        total += float(keras.ops.sum(per_example))
+    return total / len(features)
 
 
 def soft(teacher, probabilities):
@@ -1116,9 +1282,24 @@ def teacher_inputs(images, size, preprocess=TAIL_PREPROCESS):
     return resolve_preprocess(preprocess)(resized)
 
 
-def make_strategy(name):
+def make_strategy(name, cpu_devices=1):
+    """The tf.distribute strategy, created before anything else touches TensorFlow.
+
+    `cpu_devices` > 1 splits the CPU into that many logical devices, so that `mirrored`
+    runs several replicas on one machine (and can be tried without accelerators).
+    """
+    if cpu_devices > 1:
+        (cpu,) = tf.config.list_physical_devices("CPU")[:1]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices
+        )
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = (
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+            if cpu_devices > 1
+            else None
+        )
+        return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()  # configured by TF_CONFIG
     return tf.distribute.get_strategy()
@@ -1164,7 +1345,8 @@ def plot(log, path):
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # a run of lstsq alone has no curves
+        ax.legend(fontsize="small")
     fig.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
@@ -1217,7 +1399,17 @@ def main(argv=None):
         help="comma-separated, from: lstsq, distill, finetune",
     )
     parser.add_argument(
-        "--epochs", type=int, default=5, help="epochs of each trained stage"
+        "--epochs",
+        type=int,
+        default=30,
+        help="at most this many epochs per trained stage (--patience stops earlier)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop a stage after this many epochs without a better validation loss, halving the learning rate "
+        "after half as many; 0 never stops early",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -1241,7 +1433,17 @@ def main(argv=None):
         "--cache-dir", help="where large caches are memory-mapped (default: OUT.cache)"
     )
     parser.add_argument(
-        "--strategy", choices=("default", "mirrored", "multiworker"), default="default"
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="tf.distribute: mirrored over this machine's devices, multiworker over the TF_CONFIG cluster "
+        "(run the same command on every worker) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        help="split the CPU into N logical devices for --strategy mirrored",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue from OUT.ckpt.weights.h5"
@@ -1254,6 +1456,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.output.endswith(".weights.h5"):
         parser.error("--output must end in .weights.h5")
+    if (
+        args.epochs < 1
+        or args.patience < 0
+        or args.batch_size < 1
+        or not args.learning_rate > 0
+    ):
+        parser.error(
+            "--epochs and --batch-size must be at least 1, --patience at least 0, --learning-rate above 0"
+        )
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
@@ -1264,7 +1475,7 @@ def main(argv=None):
     run = None
     try:
         # before anything else touches TensorFlow: collective ops are configured at program start-up
-        strategy = make_strategy(args.strategy)
+        strategy = make_strategy(args.strategy, args.cpu_devices)
         generated = load_generated()
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         if tail_weights == "none":
@@ -1314,6 +1525,11 @@ def main(argv=None):
                         f"training diverged: {layer.name} has non-finite weights; nothing written"
                     )
                 set_layer_weights(hybrid.get_layer(layer.name), values)
+        if not is_chief(strategy):
+            print(
+                f"worker {worker_shard(strategy)[0]}: done; the chief writes {args.output}"
+            )
+            return 0
         save_atomic(hybrid, args.output)
         summary = {
             "stages": run.log,

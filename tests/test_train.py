@@ -168,7 +168,7 @@ def test_resume_after_a_hard_kill_in_the_middle_of_a_stage(hybrid_dir, tmp_path)
               "--stages", "lstsq,distill"]  # fmt: skip
     script = str(hybrid_dir / "tiny_train_adapter.py")
     running = subprocess.Popen(
-        [sys.executable, script, *common, "--epochs", "500"], cwd=hybrid_dir, env=subprocess_env(),
+        [sys.executable, script, *common, "--epochs", "500", "--patience", "0"], cwd=hybrid_dir, env=subprocess_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 600
@@ -189,7 +189,7 @@ def test_resume_after_a_hard_kill_in_the_middle_of_a_stage(hybrid_dir, tmp_path)
     assert state["done"] == ["lstsq"] and stopped >= 2 and not out.exists()
 
     resumed = train(hybrid_dir, out, "--data", str(hybrid_dir / "data.npz"), "--stages", "lstsq,distill",
-                    "--epochs", str(stopped + 2), "--resume")  # fmt: skip
+                    "--epochs", str(stopped + 2), "--patience", "0", "--resume")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming after lstsq, epoch {stopped}" in resumed.stdout
     assert "stage lstsq" not in resumed.stdout  # the finished stage is not run again
@@ -311,3 +311,94 @@ def test_lstsq_recovers_a_linear_map_and_distill_lowers_the_loss(hybrid_dir):
     run.stage("distill", train_cache, val_cache)
     losses = [epoch["loss"] for epoch in run.state["history"]["distill"]]
     assert len(losses) == 6 and all(b < a for a, b in itertools.pairwise(losses)), losses
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(hybrid_dir, tmp_path):
+    """Fine-tuning 32 labelled images at a high learning rate overfits: validation loss turns within a few epochs."""
+    out = tmp_path / "early.weights.h5"
+    result = train(hybrid_dir, out, "--data", str(hybrid_dir / "images"), "--val-split", "0.25", "--stages", "finetune",
+                   "--epochs", "40", "--patience", "3", "--learning-rate", "0.05")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (stage,) = json.loads((tmp_path / "early.weights.h5.json").read_text())["stages"]
+    losses = [h["val_loss"] for h in stage["history"]]
+    assert stage["epochs"] < 40 and "stopped early" in result.stdout, losses
+    assert stage["epochs"] == stage["best_epoch"] + 3  # three epochs without a better validation loss
+    best = min([stage["best_val_loss"], *losses])
+    if stage["best_epoch"]:
+        assert losses[stage["best_epoch"] - 1] == best
+    # the weights it ends with are the best epoch's: re-evaluated after restoring, not the last epoch's
+    assert abs(stage["val_loss"] - best) <= 1e-5 * max(1.0, abs(best)), (stage["val_loss"], best, losses)
+    assert stage["val_loss"] < losses[-1]
+    assert stage["learning_rate"] < 0.05  # the plateau halved it on the way
+
+
+def _train_npz(root: Path, name: str, count: int, seed: int) -> Path:
+    path = root / name
+    np.savez(path, x=np.random.default_rng(seed).integers(0, 256, (count, 24, 24, 3), dtype=np.uint8))
+    return path
+
+
+def _epoch_losses(stdout: str) -> list[float]:
+    return [float(line.split("loss ", 1)[1].split(",")[0]) for line in stdout.splitlines() if line.startswith("epoch ")]
+
+
+def test_mirrored_on_two_logical_cpu_devices_matches_one_device(hybrid_dir, tmp_path):
+    data, val = _train_npz(tmp_path, "data.npz", 64, 3), _train_npz(tmp_path, "val.npz", 16, 4)
+    common = ("--data", str(data), "--val", str(val), "--stages", "lstsq,distill", "--epochs", "2", "--patience", "0")
+    one = train(hybrid_dir, tmp_path / "one.weights.h5", *common)
+    two = train(hybrid_dir, tmp_path / "two.weights.h5", *common, "--strategy", "mirrored", "--cpu-devices", "2")
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    assert (tmp_path / "two.weights.h5").exists()
+    # each step splits the batch of 8 over two replicas: the same mean loss up to batch-norm statistics
+    a, b = _epoch_losses(one.stdout), _epoch_losses(two.stdout)
+    assert len(a) == len(b) == 2 and all(abs(x - y) <= 1e-3 * abs(x) for x, y in zip(a, b)), (a, b)
+
+
+def test_multiworker_with_two_worker_processes(hybrid_dir, tmp_path):
+    """Two workers on this machine (TF_CONFIG with localhost ports), each reading its shard of the batches.
+
+    Tolerance: the per-epoch training loss equals a single-worker run with the global
+    batch (2 x 8) within 1e-3 relative. The adapter's batch norm normalises each
+    worker's 8 examples rather than all 16, which is the whole difference.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    data, val = _train_npz(tmp_path, "data.npz", 64, 3), _train_npz(tmp_path, "val.npz", 16, 4)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("localhost", 0))
+            ports.append(probe.getsockname()[1])
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    out = tmp_path / "multi.weights.h5"
+    common = ["--weights", str(hybrid_dir / "ported.weights.h5"), "--tail-weights", str(hybrid_dir / "tail.weights.h5"),
+              "--data", str(data), "--val", str(val), "--stages", "lstsq,distill", "--epochs", "2", "--patience", "0",
+              "--batch-size", "8", "--strategy", "multiworker", "--output", str(out)]  # fmt: skip
+    workers = []
+    for index in range(2):
+        env = {
+            **subprocess_env(),
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        command = [sys.executable, str(hybrid_dir / "tiny_train_adapter.py"), *common]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        workers.append(subprocess.Popen(command, cwd=tmp_path, env=env, **pipes))
+    results = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [r[1][-2000:] for r in results]
+    chief, other = results
+    assert f"wrote {out}" in chief[0] and "the chief writes" in other[0]
+    for suffix in ("", ".json", ".png"):
+        assert Path(str(out) + suffix).exists(), suffix
+    log = json.loads(Path(str(out) + ".json").read_text())
+    assert [s["stage"] for s in log["stages"]] == ["lstsq", "distill"] and log["train_images"] == 64
+
+    single = train(hybrid_dir, tmp_path / "single.weights.h5", "--data", str(data), "--val", str(val),
+                   "--stages", "lstsq,distill", "--epochs", "2", "--patience", "0", "--batch-size", "16")  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b, c = _epoch_losses(single.stdout), _epoch_losses(chief[0]), _epoch_losses(other[0])
+    assert b == c  # the losses are all-reduced: both workers report the same numbers
+    assert len(a) == len(b) == 2 and all(abs(x - y) <= 1e-3 * abs(x) for x, y in zip(a, b)), (a, b)
