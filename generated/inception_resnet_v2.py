@@ -5,8 +5,8 @@ Source: keras.applications.InceptionResNetV2(input_shape=(299, 299, 3))
 Regenerate: stitchgen generate examples/inception_resnet_v2.toml
 Weights: python inception_resnet_v2_port_weights.py --output inception_resnet_v2.weights.h5
 
-stitchgen-set: e5cdddefbfc7e5da
-stitchgen-hash: sha256:315fbfebddfe784fc2f088a562308cfcfa3a9d10f3a5edaff3076f494710ad3e
+stitchgen-set: 80f114db8141f25b
+stitchgen-hash: sha256:eed5e6bbcca3fc967d76ee67d0527d4651b997a90869f8599c93e40d0c63d01d
 """
 
 import keras
@@ -112,9 +112,9 @@ def block(
     return x
 
 
-def build_model():
-    """The model with fresh weights; load ported ones with model.load_weights(...)."""
-    input_layer = keras.Input(shape=INPUT_SHAPE, name="input_layer")
+def build_model(input_shape=INPUT_SHAPE):
+    """The model with fresh weights for inputs of `input_shape`; load ported ones with load_weights(...)."""
+    input_layer = keras.Input(shape=input_shape, name="input_layer")
     # conv2d: 149 x 149 x 32
     x = conv_bn_relu(
         input_layer, 32, (3, 3), strides=(2, 2), padding="valid", name="conv2d"

@@ -11,8 +11,8 @@ SRC is imagenet, a weights file, or none.
 Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
-stitchgen-set: e5cdddefbfc7e5da
-stitchgen-hash: sha256:fbb0ac00986645e3a8b91f22065ca9c49207f5086ab91887b71a89877a3b3625
+stitchgen-set: 80f114db8141f25b
+stitchgen-hash: sha256:738db7e30ff0009659497107dfd3dbaace706baccb115967deb7b9d7ab8c47da
 """
 
 import argparse
@@ -57,7 +57,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "inception_resnet_v2"
 MODULE_SET = (
-    "e5cdddefbfc7e5da"  # the set token of the module this script was generated with
+    "80f114db8141f25b"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/inception_resnet_v2.toml"
 

@@ -51,6 +51,38 @@ def test_each_template_defines_what_its_runtime_stands_in_for(template, modules)
             assert defined, f"{template} inlines {module} but does not define {name}"
 
 
+@pytest.mark.parametrize(
+    ("template", "modules"),
+    [("train_adapter.py.jinja", ["porting", "training", "quiet"]), ("port_weights.py.jinja", ["porting", "quiet"])],
+)
+def test_each_template_imports_what_its_runtime_imports(template, modules):
+    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    for module in modules:
+        above = (Path(rt.__file__).parent / f"{module}.py").read_text(encoding="utf-8").split(MARKER, 1)[0]
+        for node in ast.parse(above).body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    line = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+                    assert f"\n{line}\n" in text or f"\n{line}  #" in text, f"{template} lacks {line!r} ({module})"
+
+
+def test_a_stored_npz_is_memory_mapped_and_a_compressed_one_loaded(tmp_path):
+    x = np.arange(2 * 3 * 4 * 3, dtype="uint8").reshape(2, 3, 4, 3)
+    y = np.array([1, 0])
+    np.savez(tmp_path / "stored.npz", x=x, y=y)
+    np.savez_compressed(tmp_path / "packed.npz", x=x, y=y)
+    np.savez(tmp_path / "fortran.npz", x=np.asfortranarray(x))
+    stored = rt.npz_arrays(str(tmp_path / "stored.npz"))
+    assert isinstance(stored["x"], np.memmap) and np.array_equal(stored["x"], x) and np.array_equal(stored["y"], y)
+    assert np.array_equal(stored["x"][1:2], x[1:2])
+    packed = rt.npz_arrays(str(tmp_path / "packed.npz"))
+    assert not isinstance(packed["x"], np.memmap) and np.array_equal(packed["x"], x)
+    assert np.array_equal(rt.npz_arrays(str(tmp_path / "fortran.npz"))["x"], x)
+    (tmp_path / "broken.npz").write_bytes(b"PK not a zip")
+    with pytest.raises(rt.TrainError, match="not a readable .npz"):
+        rt.npz_arrays(str(tmp_path / "broken.npz"))
+
+
 @pytest.mark.parametrize("name", ["porting", "training", "quiet"])
 def test_inlined_code_is_standalone_python(name):
     code = inline(name)

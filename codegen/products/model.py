@@ -61,8 +61,30 @@ def verify_inputs(graph: Graph) -> Any:
     return list(structure) if isinstance(structure, tuple) and not _is_leaf(structure) else structure
 
 
-def _input_shape_by_name(graph: Graph, shape: tuple) -> Graph:
-    """`graph` whose single `keras.Input` says `shape=INPUT_SHAPE`: each shape is written once."""
+# layers whose arguments hold a size that only fits the source's input size
+_FIXED_SIZE = {"Flatten", "Reshape", "Resizing", "CenterCrop", "RandomCrop"}
+
+
+def size_agnostic(graph: Graph) -> bool:
+    """True when the model builds at any input size: `build_model(input_shape=...)` can take one.
+
+    Convolutions, pooling, global pooling and a Dense on the pooled features work at
+    any size; a Flatten (then Dense) or a Reshape holds the source's size, and nested
+    models are not looked into. Custom layers are taken to be size-agnostic, as the
+    elementwise ones of keras.applications are.
+    """
+    if graph.kind != "functional":
+        return False
+    for op in graph.ops.values():
+        if op.kind == "model" or op.class_name in _FIXED_SIZE:
+            return False
+        if op.kind == "op" and "reshape" in op.callee:
+            return False
+    return True
+
+
+def _input_shape_by_name(graph: Graph, shape: tuple, name: Expr) -> Graph:
+    """`graph` whose single `keras.Input` says `shape=INPUT_SHAPE` (or `input_shape`): each shape written once."""
     if graph.kind != "functional":
         return graph
     (ref,) = tensor_refs(graph.inputs)
@@ -70,7 +92,7 @@ def _input_shape_by_name(graph: Graph, shape: tuple) -> Graph:
     if op.kind != "input" or tuple(op.args.get("shape") or ()) != shape:
         return graph
     ops = dict(graph.ops)
-    ops[op.name] = dataclasses.replace(op, args={**op.args, "shape": Expr("INPUT_SHAPE")})
+    ops[op.name] = dataclasses.replace(op, args={**op.args, "shape": name})
     return dataclasses.replace(graph, ops=ops)
 
 
@@ -133,10 +155,19 @@ class ModelProject:
         doc = "The model with fresh weights; load ported ones with model.load_weights(...)."
         constants = [("SOURCE", render(self.spec.model.source))]
         graph = self.emit_graph
+        resizable = False
         if _is_leaf(verify_inputs(self.graph)):
             constants.append(("INPUT_SHAPE", render(tuple(self._input_shape()))))
-            graph = _input_shape_by_name(graph, tuple(self._input_shape()))
+            resizable = size_agnostic(graph)
+            shape = Expr("input_shape" if resizable else "INPUT_SHAPE")
+            graph = _input_shape_by_name(graph, tuple(self._input_shape()), shape)
+        if resizable:
+            module_names.reserve("input_shape")
+            doc = "The model with fresh weights for inputs of `input_shape`; load ported ones with load_weights(...)."
         emitted, helpers = emit_functions(module_names, [(graph, "build_model", doc, None)], self.spec.style)
+        if resizable:
+            (build,) = [f for f in emitted.functions if f.name == "build_model"]
+            build.params = ["input_shape=INPUT_SHAPE"]
         functions = helpers + emitted.functions
         parts = module_parts([self.graph], emitted.uses_ops, self.introspection.custom_classes, self.spec.name)
         return render_template(

@@ -11,9 +11,11 @@ import hashlib
 import importlib
 import json
 import os
+import struct
 import sys
 import tempfile
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -85,7 +87,7 @@ def read_images(path, size, channels, batch_size):
     if not os.path.exists(path):
         raise TrainError(f"{path} does not exist")
     if path.endswith(".npz"):
-        data = np.load(path)
+        data = npz_arrays(path)
         if "x" not in data:
             raise TrainError(f"{path} has no array named 'x'")
         x = data["x"]
@@ -120,6 +122,51 @@ def read_images(path, size, channels, batch_size):
             yield np.asarray(images, "float32"), np.asarray(labels, "int64")
 
     return batches, count, has_labels, (list(dataset.class_names) if has_labels else None)
+
+
+def npz_arrays(path):
+    """The arrays of an .npz: members stored uncompressed (np.savez) memory-mapped, the rest loaded.
+
+    A mapped array is read batch by batch, so memory does not grow with the data set;
+    np.savez_compressed files have to be decompressed whole.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+        arrays = {}
+        loaded = None
+        for info in members:
+            name = info.filename[: -len(".npy")]
+            mapped = _mapped_member(path, info) if info.compress_type == zipfile.ZIP_STORED else None
+            if mapped is None:
+                loaded = loaded if loaded is not None else np.load(path, allow_pickle=False)
+                mapped = loaded[name]
+            arrays[name] = mapped
+        return arrays
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise TrainError(f"{path} is not a readable .npz file ({exc})") from None
+
+
+def _mapped_member(path, info):
+    """A memory map of one stored .npy member of a zip file, or None when it cannot be mapped."""
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        local = raw.read(30)  # the local file header: its name and extra field lengths end it
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        raw.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(raw)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+        else:
+            return None
+        offset = raw.tell()
+    if dtype.hasobject or 0 in shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 class Cache:
