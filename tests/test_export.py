@@ -28,26 +28,26 @@ def _tflite(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate(rows)
 
 
+def _generate_and_export(tmp_path: Path, name: str, spec: str, seed: int):
+    """Generate the spec's hybrid, give it seeded weights, export it: (module, hybrid, export folder, result)."""
+    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
+    (tmp_path / f"{name}.toml").write_text(spec)
+    assert run_cli("generate", str(tmp_path / f"{name}.toml")).returncode == 0
+    module = import_path(tmp_path / f"{name}.py", f"{name}_export_{seed}_{tmp_path.name}")
+    hybrid = module.build_model()
+    randomize_weights(hybrid, seed=seed)
+    hybrid.save_weights(tmp_path / "hybrid.weights.h5")
+    out = tmp_path / "export"
+    weights = str(tmp_path / "hybrid.weights.h5")
+    result = run_cli("export", str(tmp_path / f"{name}.toml"), "--weights", weights, "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return module, hybrid, out, result
+
+
 @pytest.mark.parametrize("side", ["server", "phone"])
 def test_export_phone_and_server_sides(tmp_path, side):
-    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
-    (tmp_path / "tiny.toml").write_text(TINY_SPEC.replace('kind = "auto"', f'kind = "auto"\nside = "{side}"'))
-    assert run_cli("generate", str(tmp_path / "tiny.toml")).returncode == 0
-    module = import_path(tmp_path / "tiny.py", f"tiny_export_{side}")
-    hybrid = module.build_model()
-    randomize_weights(hybrid, seed=4)
-    hybrid.save_weights(tmp_path / "hybrid.weights.h5")
-
-    out = tmp_path / "export"
-    result = run_cli(
-        "export",
-        str(tmp_path / "tiny.toml"),
-        "--weights",
-        str(tmp_path / "hybrid.weights.h5"),
-        "--output-dir",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    spec = TINY_SPEC.replace('kind = "auto"', f'kind = "auto"\nside = "{side}"')
+    module, hybrid, out, result = _generate_and_export(tmp_path, "tiny", spec, seed=4)
     assert "max abs diff" in result.stdout
 
     x = np.random.default_rng(9).uniform(-1, 1, (3, 16, 16, 3)).astype("float32")
@@ -74,24 +74,8 @@ def test_export_phone_and_server_sides(tmp_path, side):
 
 def test_int8_phone_side_is_at_most_half_the_float32_one(tmp_path):
     """Dynamic-range int8 stores weights in a byte: with 20k weights on the phone, the file shrinks."""
-    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
     spec = TINY_SPEC.replace("models_for_tests:tiny_head", "models_for_tests:wide_head").replace("h_relu2", "w_relu2")
-    (tmp_path / "wide.toml").write_text(spec.replace('name = "tiny"', 'name = "wide"'))
-    assert run_cli("generate", str(tmp_path / "wide.toml")).returncode == 0
-    module = import_path(tmp_path / "wide.py", "wide_export_int8")
-    hybrid = module.build_model()
-    randomize_weights(hybrid, seed=6)
-    hybrid.save_weights(tmp_path / "hybrid.weights.h5")
-    out = tmp_path / "export"
-    result = run_cli(
-        "export",
-        str(tmp_path / "wide.toml"),
-        "--weights",
-        str(tmp_path / "hybrid.weights.h5"),
-        "--output-dir",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, out, _ = _generate_and_export(tmp_path, "wide", spec.replace('name = "tiny"', 'name = "wide"'), seed=6)
     float32, int8 = (out / "wide_phone.tflite").stat().st_size, (out / "wide_phone_int8.tflite").stat().st_size
     assert float32 > 4 * 18_000  # the 64 x 32 x 3 x 3 kernel alone, in float32
     assert int8 <= 0.5 * float32, (int8, float32)

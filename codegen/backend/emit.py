@@ -6,8 +6,8 @@ from typing import Any
 
 from codegen.backend.emit_factored import FactoredEmitter
 from codegen.backend.emit_graph import EmittedGraph, Function, GraphEmitter
-from codegen.backend.naming import Namespace
 from codegen.frontend.spec import STYLES
+from codegen.ir.naming import Namespace
 
 __all__ = ["STYLES", "emit_functions"]
 

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from codegen.backend.emit_graph import Function, GraphEmitter, op_name_collisions
-from codegen.backend.literals import Expr, doc_text, render, render_call, render_subscript
-from codegen.backend.naming import Namespace, to_identifier
-from codegen.ir.graph import Graph, TensorRef, map_refs, tensor_refs
+from codegen.backend.emit_graph import Function, GraphEmitter, function_end, op_name_collisions, render_op
+from codegen.backend.literals import Expr, doc_text, render, render_call
+from codegen.ir.graph import Graph, TensorRef, call_counts, consumer_counts, tensor_refs
+from codegen.ir.naming import Namespace, to_identifier
 from codegen.planning.blocks import Block, dfs_order, split_blocks
 from codegen.planning.motifs import (
     FOLLOWERS,
@@ -159,9 +159,7 @@ class FactoredEmitter(GraphEmitter):
             graph = job.graph
             blocks = split_blocks(graph, dfs_order(graph))
             collide = op_name_collisions(graph)
-            uses: dict[str, int] = {}
-            for call in graph.calls:
-                uses[call.op] = uses.get(call.op, 0) + 1
+            uses = call_counts(graph.calls)
             entries: list[tuple[Block, Instance | None]] = []
             for block in blocks:
                 instance = None
@@ -209,14 +207,9 @@ class FactoredEmitter(GraphEmitter):
         return motifs
 
     def _chain_motifs(self, jobs: list[_Job], block_motifs: list[Motif]) -> list[Motif]:
-        consumers: dict[TensorRef, int] = {}
-        graph_outputs: set[TensorRef] = set()
-        for job in jobs:
-            for call in job.graph.calls:
-                for ref in tensor_refs((call.args, call.kwargs)):
-                    consumers[ref] = consumers.get(ref, 0) + 1
-            graph_outputs |= set(tensor_refs(job.graph.outputs))
-        shared = {c.op for job in jobs for c in job.graph.calls if sum(1 for d in job.graph.calls if d.op == c.op) > 1}
+        consumers = consumer_counts(c for job in jobs for c in job.graph.calls)
+        graph_outputs = {ref for job in jobs for ref in tensor_refs(job.graph.outputs)}
+        shared = {op for job in jobs for op, count in call_counts(job.graph.calls).items() if count > 1}
 
         sequences: list[list[Item]] = [job.items for job in jobs]
         bodies = {id(m): _body_items(m) for m in block_motifs}
@@ -305,15 +298,7 @@ class FactoredEmitter(GraphEmitter):
             items = [i for i in items if not (isinstance(i, StepItem) and i.step.call.id in input_calls)]
         protected = {r for r in tensor_refs(graph.inputs)}
         body = allocator.emit(items, variables, protected=protected, outputs=tensor_refs(graph.outputs), trunk_var="x")
-        names = allocator.variables
-        inputs = render(map_refs(graph.inputs, lambda r: Expr(names[r])))
-        outputs = render(map_refs(graph.outputs, lambda r: Expr(names[r])))
-        if job.params is not None:
-            return body + [f"return {outputs}"]
-        model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
-        if graph.trainable:
-            return body + [f"return {model}"]
-        return body + [f"model = {model}", "model.trainable = False", "return model"]
+        return body + function_end(graph, allocator.variables, job.params is not None)
 
 
 def _body_items(motif: Motif) -> list[Item]:
@@ -433,6 +418,9 @@ class _Allocator:
         self.variables: dict[TensorRef, str] = {}
         self.objects: dict[str, str] = {}
         self.holders: dict[str, TensorRef] = {}  # variable -> the value it holds now
+        # counted once per function body, not once per layer
+        self.calls_of = call_counts(graph.calls) if graph is not None else {}
+        self.collide = op_name_collisions(graph) if graph is not None else set()
 
     def emit(
         self,
@@ -535,21 +523,13 @@ class _Allocator:
         if op.kind == "input":
             return render_call(op.callee, (), op.args)
         if op.kind == "op":
-            self.emitter.result.uses_ops = True
-            if op.callee == "[]":
-                expr = f"{render(call.args[0], self._ref)}[{render_subscript(call.args[1], self._ref)}]"
-            else:
-                expr = render_call(op.callee, call.args, {**call.kwargs, **slots}, self._ref)
-            if self.graph is not None and op.name in op_name_collisions(self.graph):
-                self.emitter.result.needs_name_op = True
-                expr = f"_name_op({expr}, {render(op.name)})"
-            return expr
+            return render_op(op, call, slots, self._ref, self.collide, self.emitter.result)
         callee = self._layer(step, slots, before)
         return render_call(callee, call.args, call.kwargs, self._ref)
 
     def _layer(self, step: Step, slots: dict[str, Any], before: list[str]) -> str:
         op = step.op
-        if op.kind == "model" or (self.graph is not None and sum(1 for c in self.graph.calls if c.op == op.name) > 1):
+        if op.kind == "model" or (self.graph is not None and self.calls_of[op.name] > 1):
             assert self.graph is not None
             if op.name not in self.objects:
                 # shared layers and nested models: defined once, called by variable

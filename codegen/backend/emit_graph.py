@@ -8,12 +8,13 @@ model is rendered through `codegen.backend.literals`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from codegen.backend.literals import DocText, Expr, doc_text, render, render_call, render_subscript
-from codegen.backend.naming import Namespace, to_identifier
 from codegen.frontend.publicapi import to_snake_case
-from codegen.ir.graph import Call, Graph, Op, TensorRef, map_refs, tensor_refs
+from codegen.ir.graph import Call, Graph, Op, TensorRef, call_counts, map_refs, tensor_refs
+from codegen.ir.naming import Namespace, to_identifier
 
 NAME_OP_HELPER = '''
 def _name_op(tensor, name):
@@ -67,6 +68,7 @@ class GraphEmitter:
     def __init__(self, module_names: Namespace) -> None:
         self.module_names = module_names
         self.result = EmittedGraph()
+        self._call_counts: dict[int, Counter[str]] = {}
 
     def emit(self, graph: Graph, function_name: str, doc: str) -> str:
         body = self._body(graph)
@@ -113,39 +115,27 @@ class GraphEmitter:
             if op.kind == "input":
                 body.append(f"{target} = {render_call(op.callee, (), op.args)}")
             elif op.kind == "op":
-                self.result.uses_ops = True
-                if op.callee == "[]":
-                    expr = f"{render(call.args[0], ref)}[{render_subscript(call.args[1], ref)}]"
-                else:
-                    expr = render_call(op.callee, call.args, {**call.kwargs, **op.args}, ref)
-                if op.name in collide:
-                    self.result.needs_name_op = True
-                    expr = f"_name_op({expr}, {render(op.name)})"
-                body.append(f"{target} = {expr}")
+                body.append(f"{target} = {render_op(op, call, op.args, ref, collide, self.result)}")
             else:
                 callee = self._layer_object(graph, op, names, objects, body)
                 body.append(f"{target} = {render_call(callee, call.args, call.kwargs, ref)}")
             for i, var in enumerate(outputs):
                 variables[TensorRef(call.id, i)] = var
 
-        inputs = render(map_refs(graph.inputs, lambda r: Expr(variables[r])))
-        outputs = render(map_refs(graph.outputs, lambda r: Expr(variables[r])))
-        if params is not None:
-            body.append(f"return {outputs}")
-            return body
-        model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
-        if graph.trainable:
-            body.append(f"return {model}")
-        else:
-            body += [f"model = {model}", "model.trainable = False", "return model"]
-        return body
+        return body + function_end(graph, variables, params is not None)
+
+    def _calls_of(self, graph: Graph) -> Counter[str]:
+        """Calls per op of `graph`, counted once per graph (not once per layer)."""
+        if id(graph) not in self._call_counts:
+            self._call_counts[id(graph)] = call_counts(graph.calls)
+        return self._call_counts[id(graph)]
 
     def _layer_object(self, graph: Graph, op: Op, names: Namespace, objects: dict[str, str], body: list[str]) -> str:
         """The expression to call: inline constructor, or a variable for shared layers and models."""
         if op.name in objects:
             return objects[op.name]
         constructor = self.constructor(op, graph)
-        shared = sum(1 for c in graph.calls if c.op == op.name) > 1
+        shared = self._calls_of(graph)[op.name] > 1
         if not shared and op.kind != "model":
             return constructor
         var = names.name(op.name + "_layer" if op.kind == "layer" else op.name)
@@ -173,6 +163,31 @@ class GraphEmitter:
         if graph.trainable:
             return [f"return {model}"]
         return [f"model = {model}", "model.trainable = False", "return model"]
+
+
+def render_op(op: Op, call: Call, arguments: dict, ref, collide: set[str], result: EmittedGraph) -> str:
+    """A `keras.ops` call (or a subscript) as an expression, named through `_name_op` where its name could collide."""
+    result.uses_ops = True
+    if op.callee == "[]":
+        expr = f"{render(call.args[0], ref)}[{render_subscript(call.args[1], ref)}]"
+    else:
+        expr = render_call(op.callee, call.args, {**call.kwargs, **arguments}, ref)
+    if op.name in collide:
+        result.needs_name_op = True
+        expr = f"_name_op({expr}, {render(op.name)})"
+    return expr
+
+
+def function_end(graph: Graph, variables: dict[TensorRef, str], part: bool) -> list[str]:
+    """The last statements of a builder: the outputs of a part, or the `keras.Model` (frozen when the source was)."""
+    inputs = render(map_refs(graph.inputs, lambda r: Expr(variables[r])))
+    outputs = render(map_refs(graph.outputs, lambda r: Expr(variables[r])))
+    if part:
+        return [f"return {outputs}"]
+    model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
+    if graph.trainable:
+        return [f"return {model}"]
+    return [f"model = {model}", "model.trainable = False", "return model"]
 
 
 def _var_hint(call: Call, index: int) -> str:

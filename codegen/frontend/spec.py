@@ -17,6 +17,7 @@ from codegen.errors import StitchgenError
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 STYLES = ("factored", "flat")
+ADAPTER_KINDS = ("auto", "linear", "conv")  # [adapter] kind; planning/adapter.py designs each
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 # Module names that would shadow what the generated files import (a circular import at run time).
 # a module named like one the generated files import would be imported in its place
@@ -291,8 +292,6 @@ def _flag(table: dict, key: str, default: bool, where: str, spec_path: Path) -> 
 
 
 def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style: str) -> StitchSpec:
-    from codegen.planning.adapter import KINDS
-
     _check_keys(data, ("name", "output_dir", "style", "head", "tail", "adapter"), "the spec", spec_path)
     for table in ("head", "tail"):
         if table not in data:
@@ -306,8 +305,8 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     if side not in ("server", "phone"):
         raise _fail(spec_path, f'[adapter] side {side!r} must be "server" (with the tail) or "phone" (with the head)')
     kind = adapter.get("kind", "auto")
-    if kind not in KINDS:
-        raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
+    if kind not in ADAPTER_KINDS:
+        raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(ADAPTER_KINDS)}")
     head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess"))
     tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess", "classes"))
     classes, class_names = _classes(tail_table, spec_path)

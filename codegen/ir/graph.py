@@ -6,6 +6,8 @@ Nothing here imports Keras, so the IR can be built by hand in tests.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,6 +92,16 @@ class Graph:
         """Ops in `model.layers` order (everything but bare `keras.ops` operations)."""
         indexed = [op for op in self.ops.values() if op.layer_index is not None]
         return sorted(indexed, key=lambda op: op.layer_index)
+
+
+def consumer_counts(calls: Iterable[Call]) -> Counter[TensorRef]:
+    """How many times each tensor is an argument of `calls` (a tensor used twice by one call counts twice)."""
+    return Counter(ref for call in calls for ref in tensor_refs((call.args, call.kwargs)))
+
+
+def call_counts(calls: Iterable[Call]) -> Counter[str]:
+    """How many times each op is called: more than once means a shared layer."""
+    return Counter(call.op for call in calls)
 
 
 def tensor_refs(structure: Any) -> list[TensorRef]:

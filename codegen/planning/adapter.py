@@ -13,9 +13,10 @@ when the tail expects post-activation input.
 from __future__ import annotations
 
 from codegen.errors import StitchgenError
+from codegen.frontend.spec import ADAPTER_KINDS
 from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef
 
-KINDS = ("auto", "linear", "conv")
+KINDS = ADAPTER_KINDS
 
 
 class _Builder:

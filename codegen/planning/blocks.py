@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from codegen.ir.graph import Call, Graph, TensorRef, tensor_refs
+from codegen.ir.graph import Call, Graph, TensorRef, consumer_counts, tensor_refs
 
 
 def keras_snake_case(class_name: str) -> str:
@@ -85,10 +85,7 @@ def _single_stem(name: str) -> str:
 
 def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
     """Consecutive blocks covering `order` (which must be topological)."""
-    consumers: dict[TensorRef, int] = {}
-    for call in order:
-        for ref in tensor_refs((call.args, call.kwargs)):
-            consumers[ref] = consumers.get(ref, 0) + 1
+    consumers = consumer_counts(order)
     outputs = set(tensor_refs(graph.outputs))
     remaining = dict(consumers)
     live: set[TensorRef] = set()

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codegen.backend.literals import Expr, render, render_fstring
-from codegen.backend.naming import SHORT_CLASS_NAMES
 from codegen.frontend.publicapi import to_snake_case
-from codegen.ir.graph import Call, Op, TensorRef, tensor_refs
+from codegen.ir.graph import Call, Op, TensorRef
+from codegen.ir.naming import SHORT_CLASS_NAMES
 
 MISSING = object()
 FOLLOWERS = {"BatchNormalization", "Activation", "ReLU", "LayerNormalization", "ELU", "LeakyReLU", "Softmax"}
@@ -458,11 +458,3 @@ def _counter(values: list[Any]) -> tuple[str | None, list[int], str] | None:
             return None
         return prefixes.pop(), [int(m.group(2)) for m in matches], suffixes.pop()
     return None
-
-
-def consumers_of(calls: list[Call]) -> dict[TensorRef, int]:
-    counts: dict[TensorRef, int] = {}
-    for call in calls:
-        for ref in tensor_refs((call.args, call.kwargs)):
-            counts[ref] = counts.get(ref, 0) + 1
-    return counts

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from codegen.backend.naming import SHORT_CLASS_NAMES
 from codegen.frontend.publicapi import to_snake_case
-from codegen.ir.graph import Graph, TensorRef, tensor_refs
+from codegen.ir.graph import Graph, call_counts, consumer_counts, tensor_refs
+from codegen.ir.naming import SHORT_CLASS_NAMES
 from codegen.planning.blocks import Block, dfs_order, is_auto_name, split_blocks
 
 _FOLLOWER_SUFFIX = {"BatchNormalization": "_bn", "Activation": "_ac", "ReLU": "_relu"}
@@ -46,13 +46,8 @@ def _branches(block: Block, graph: Graph) -> dict[str, int]:
 
 def structural_names(graph: Graph, blocks: list[Block]) -> dict[str, str]:
     """old name -> new name for counter-named layers; unique against every other name."""
-    consumers: dict[TensorRef, int] = {}
-    for call in graph.calls:
-        for ref in tensor_refs((call.args, call.kwargs)):
-            consumers[ref] = consumers.get(ref, 0) + 1
-    calls_of: dict[str, int] = {}
-    for call in graph.calls:
-        calls_of[call.op] = calls_of.get(call.op, 0) + 1
+    consumers = consumer_counts(graph.calls)
+    calls_of = call_counts(graph.calls)
     taken = set(graph.ops)
     mapping: dict[str, str] = {}
     chain_base: dict[str, str] = {}  # op -> the name its followers extend

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from codegen.backend.naming import to_identifier
 from codegen.ir.graph import Call, Graph, Op, TensorRef, map_refs
+from codegen.ir.naming import to_identifier
 from codegen.planning.cuts import Crossing, CutAnalysis
 
 

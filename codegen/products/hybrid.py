@@ -15,7 +15,6 @@ from codegen.backend.assemble import assemble_set, header_context, module_parts
 from codegen.backend.emit import emit_functions
 from codegen.backend.emit_graph import NAME_OP_HELPER
 from codegen.backend.literals import Expr, doc_text, render, render_call
-from codegen.backend.naming import Namespace
 from codegen.backend.templating import render_template
 from codegen.errors import StitchgenError
 from codegen.frontend.introspect import introspect
@@ -23,6 +22,7 @@ from codegen.frontend.load import custom_objects, load_model
 from codegen.frontend.preprocess import check_preprocess, default_preprocess
 from codegen.frontend.spec import ModelSource, StitchSpec
 from codegen.ir.graph import Graph, TensorInfo, tensor_refs
+from codegen.ir.naming import Namespace
 from codegen.planning.adapter import design_adapter
 from codegen.planning.blocks import dfs_order, split_blocks
 from codegen.planning.classifier import NewClassifier, replace_classifier

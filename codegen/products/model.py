@@ -17,12 +17,12 @@ from codegen.backend.assemble import assemble_set, header_context, module_parts
 from codegen.backend.emit import emit_functions
 from codegen.backend.emit_graph import NAME_OP_HELPER
 from codegen.backend.literals import Expr, doc_text, render
-from codegen.backend.naming import Namespace
 from codegen.backend.templating import render_template
 from codegen.frontend.introspect import Introspection, introspect
 from codegen.frontend.load import custom_objects, load_model
 from codegen.frontend.spec import ModelSource, ModelSpec
 from codegen.ir.graph import Graph, map_refs, tensor_refs
+from codegen.ir.naming import Namespace
 from codegen.planning.renaming import rename_structurally
 
 
