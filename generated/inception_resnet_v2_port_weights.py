@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 80f114db8141f25b
-stitchgen-hash: sha256:738db7e30ff0009659497107dfd3dbaace706baccb115967deb7b9d7ab8c47da
+stitchgen-hash: sha256:9462dce10bfd3a4eac220d091c40e0568e622182d4f6e13ed257903c6ae0b2a9
 """
 
 import argparse
@@ -65,6 +65,7 @@ SOURCE = "keras.applications.InceptionResNetV2"
 SOURCE_KWARGS = {"input_shape": (299, 299, 3)}
 DEFAULT_WEIGHTS = "imagenet"
 TOLERANCE = 1e-5  # relative: max |diff| <= TOLERANCE * max |source output|
+WEIGHTS_HELP = '"imagenet", a weights file, or "none"'
 
 # One row per layer that holds weights: (layer in the generated model,
 # position in the source as indices into `.layers`, the source layer's name,
@@ -896,7 +897,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--weights",
-        help=f"source weights: imagenet, a weights file, or none (default: {DEFAULT_WEIGHTS})".replace(
+        help=f"source weights: {WEIGHTS_HELP} (default: {DEFAULT_WEIGHTS})".replace(
             "%", "%%"
         ),
     )

@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 511b9ebf63201c86
-stitchgen-hash: sha256:456f1754940b835f041dff0ded22f17cc0bbba5946995d3321ebcbc1383e3ae2
+stitchgen-hash: sha256:799bbbd92b1065f4760e56f24ada1fb9954dc0a1ccd1a282a5ac1f94134650b3
 """
 
 import argparse
@@ -65,6 +65,7 @@ SOURCE = "keras.applications.MobileNet"
 SOURCE_KWARGS = {"input_shape": (224, 224, 3)}
 DEFAULT_WEIGHTS = "imagenet"
 TOLERANCE = 1e-5  # relative: max |diff| <= TOLERANCE * max |source output|
+WEIGHTS_HELP = '"imagenet", a weights file, or "none"'
 
 # One row per layer that holds weights: (layer in the generated model,
 # position in the source as indices into `.layers`, the source layer's name,
@@ -502,7 +503,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--weights",
-        help=f"source weights: imagenet, a weights file, or none (default: {DEFAULT_WEIGHTS})".replace(
+        help=f"source weights: {WEIGHTS_HELP} (default: {DEFAULT_WEIGHTS})".replace(
             "%", "%%"
         ),
     )

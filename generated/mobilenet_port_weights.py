@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 3d5faa077e199ee1
-stitchgen-hash: sha256:57fe58d8a2c1a0d7b2e38380af8ae70a5765f57a5ff48247ba4a20c013a1bffc
+stitchgen-hash: sha256:56456c1dc2963575c5440ee0a254adf3a0f02ce912cf7273245faf81ea3517e5
 """
 
 import argparse
@@ -65,6 +65,7 @@ SOURCE = "keras.applications.MobileNet"
 SOURCE_KWARGS = {"input_shape": (224, 224, 3)}
 DEFAULT_WEIGHTS = "imagenet"
 TOLERANCE = 1e-5  # relative: max |diff| <= TOLERANCE * max |source output|
+WEIGHTS_HELP = '"imagenet", a weights file, or "none"'
 
 # One row per layer that holds weights: (layer in the generated model,
 # position in the source as indices into `.layers`, the source layer's name,
@@ -502,7 +503,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--weights",
-        help=f"source weights: imagenet, a weights file, or none (default: {DEFAULT_WEIGHTS})".replace(
+        help=f"source weights: {WEIGHTS_HELP} (default: {DEFAULT_WEIGHTS})".replace(
             "%", "%%"
         ),
     )

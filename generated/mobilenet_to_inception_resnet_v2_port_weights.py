@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: c06a0c84c39aa954
-stitchgen-hash: sha256:78b3525622f440c447e6ab2e92054a0200b07ef8061945242eb481f0d1fd93ef
+stitchgen-hash: sha256:c5d1fa845f9b70d6a461f913794d6827eb4dd20f3d9b2a50bbef1b68ea2b2f09
 """
 
 import argparse
@@ -82,6 +82,7 @@ TAIL_FRONTIER = (
 )
 # Tail layers renamed because their source name is already used by the head.
 RENAMED = {}
+CLASSIFIER = NEW_TOP = CLASSIFIER_INPUT = None  # the tail keeps its own top
 
 # (side, layer in the hybrid, position in the source as indices into `.layers`,
 #  the source layer's name, class name, weight shapes). Keyed by source position;
@@ -621,6 +622,11 @@ def verify(sources, target, generated, tolerance=TOLERANCE, seed=0, batch_size=2
     activations = frontier(y, training=False)
     if not isinstance(activations, (list, tuple)):
         activations = [activations]
+    if CLASSIFIER is not None:  # compare where the new top starts
+        tail_source = _submodel(
+            tail_source, operation_output(tail_source, *CLASSIFIER_INPUT)
+        )
+        tail = keras.Model(tail.inputs, tail.get_layer(NEW_TOP).input)
     expected, actual = tail_source(y, training=False), tail(
         list(activations), training=False
     )

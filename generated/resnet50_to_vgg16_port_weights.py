@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: f7cd85313254ac76
-stitchgen-hash: sha256:14c94f6c9b7c9d2f161e6b0d505760052a617c21e0504c92758686fe52454532
+stitchgen-hash: sha256:a0094d1f5a6ca7ff7cde5be7950447b051e23c1f8b88e30ac045ac6882e182b0
 """
 
 import argparse
@@ -77,6 +77,7 @@ HEAD_OUTPUT = ("conv2_block3_out", 0)
 TAIL_FRONTIER = (("block2_pool", 0),)
 # Tail layers renamed because their source name is already used by the head.
 RENAMED = {}
+CLASSIFIER = NEW_TOP = CLASSIFIER_INPUT = None  # the tail keeps its own top
 
 # (side, layer in the hybrid, position in the source as indices into `.layers`,
 #  the source layer's name, class name, weight shapes). Keyed by source position;
@@ -532,6 +533,11 @@ def verify(sources, target, generated, tolerance=TOLERANCE, seed=0, batch_size=2
     activations = frontier(y, training=False)
     if not isinstance(activations, (list, tuple)):
         activations = [activations]
+    if CLASSIFIER is not None:  # compare where the new top starts
+        tail_source = _submodel(
+            tail_source, operation_output(tail_source, *CLASSIFIER_INPUT)
+        )
+        tail = keras.Model(tail.inputs, tail.get_layer(NEW_TOP).input)
     expected, actual = tail_source(y, training=False), tail(
         list(activations), training=False
     )

@@ -38,8 +38,8 @@ def _stand_ins(name: str) -> set[str]:
     ("template", "modules"),
     [
         ("train_adapter.py.jinja", ["porting", "training"]),
-        ("port_weights.py.jinja", ["porting"]),
-        ("port_hybrid.py.jinja", ["porting"]),
+        ("port_weights.py.jinja", ["porting", "port_model"]),
+        ("port_hybrid.py.jinja", ["porting", "port_hybrid"]),
     ],
 )
 def test_each_template_defines_what_its_runtime_stands_in_for(template, modules):
@@ -53,7 +53,11 @@ def test_each_template_defines_what_its_runtime_stands_in_for(template, modules)
 
 @pytest.mark.parametrize(
     ("template", "modules"),
-    [("train_adapter.py.jinja", ["porting", "training", "quiet"]), ("port_weights.py.jinja", ["porting", "quiet"])],
+    [
+        ("train_adapter.py.jinja", ["porting", "training", "quiet"]),
+        ("port_weights.py.jinja", ["porting", "port_model", "quiet"]),
+        ("port_hybrid.py.jinja", ["porting", "port_hybrid", "quiet"]),
+    ],
 )
 def test_each_template_imports_what_its_runtime_imports(template, modules):
     text = (TEMPLATES / template).read_text(encoding="utf-8")
@@ -83,7 +87,7 @@ def test_a_stored_npz_is_memory_mapped_and_a_compressed_one_loaded(tmp_path):
         rt.npz_arrays(str(tmp_path / "broken.npz"))
 
 
-@pytest.mark.parametrize("name", ["porting", "training", "quiet"])
+@pytest.mark.parametrize("name", ["porting", "port_model", "port_hybrid", "training", "quiet"])
 def test_inlined_code_is_standalone_python(name):
     code = inline(name)
     tree = ast.parse(code)

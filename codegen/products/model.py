@@ -207,5 +207,6 @@ class ModelProject:
             layer_map_rows=[render(row) for row in layer_map(self.emit_graph)],
             builder_dir_literal=render(paths["builder_dir"]),
             weights_help_doc=doc_text(weights_help.replace('"', "")),
+            weights_help_literal=render(weights_help),
             **self._common(token),
         )
