@@ -12,8 +12,8 @@ Frontier (the tensors the tail takes, one adapter branch each):
     mixed_7a_branch_1_conv_2: (8, 8, 288)
     mixed_7a_branch_2_conv_3: (8, 8, 320)
 
-stitchgen-set: c06a0c84c39aa954
-stitchgen-hash: sha256:e4a19a3e8c8907b5e2a34808c3a1a3780c430e2ba32b82c198aca39bb471b1d2
+stitchgen-set: dc542d4c75c6509f
+stitchgen-hash: sha256:ac20dd34e4435dda3017131740d791902a4a71409895f02a120a9280d5a2997a
 """
 
 import keras
@@ -26,6 +26,7 @@ TAIL_INPUT_SHAPES = ((17, 17, 1088), (8, 8, 384), (8, 8, 288), (8, 8, 320))
 HEAD_TRAINABLE = False
 ADAPTER_TRAINABLE = True
 TAIL_TRAINABLE = False
+TAIL_TRAINABLE_FROM = None
 
 
 @keras.saving.register_keras_serializable(
@@ -56,6 +57,15 @@ def _set_trainable(inputs, outputs, trainable):
     for layer in keras.Model(inputs, outputs).layers:
         if not isinstance(layer, keras.layers.InputLayer):
             layer.trainable = trainable
+
+
+def _unfreeze_from(model, name):
+    """Make layer `name` and every later layer of `model` trainable ([tail] trainable_from), if `name` is set."""
+    if name is None:
+        return
+    names = [layer.name for layer in model.layers]
+    for layer in model.layers[names.index(name) :]:
+        layer.trainable = True
 
 
 def conv_bn_relu(x, filters, kernel_size, *, name):
@@ -226,4 +236,5 @@ def build_model():
     _set_trainable(inputs, features, HEAD_TRAINABLE)
     _set_trainable(features, adapted, ADAPTER_TRAINABLE)
     _set_trainable(adapted, outputs, TAIL_TRAINABLE)
+    _unfreeze_from(model, TAIL_TRAINABLE_FROM)
     return model

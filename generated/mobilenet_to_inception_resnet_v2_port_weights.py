@@ -13,8 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-set: c06a0c84c39aa954
-stitchgen-hash: sha256:c5d1fa845f9b70d6a461f913794d6827eb4dd20f3d9b2a50bbef1b68ea2b2f09
+stitchgen-set: dc542d4c75c6509f
+stitchgen-hash: sha256:e87714589adcefcc38b04cd1011717c3284126c2c74e16664695cdd6a976475e
 """
 
 import argparse
@@ -59,7 +59,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "mobilenet_to_inception_resnet_v2"
 MODULE_SET = (
-    "c06a0c84c39aa954"  # the set token of the module this script was generated with
+    "dc542d4c75c6509f"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/mobilenet_to_inception_resnet_v2.toml"
 HEAD_SOURCE = "keras.applications.MobileNet"

@@ -9,8 +9,8 @@ Regenerate: stitchgen generate examples/resnet50_to_vgg16.toml
 Frontier (the tensors the tail takes, one adapter branch each):
     block2_pool: (56, 56, 128)
 
-stitchgen-set: f7cd85313254ac76
-stitchgen-hash: sha256:35f9ffdd662d320d58e42e16c09399f9881e52af6128d89893627b2907857acb
+stitchgen-set: 4bd8221eed267452
+stitchgen-hash: sha256:634403db6ffc5b84f8bb43b155d107a2b81fb938952247afd7d0f88b20c5d0ac
 """
 
 import keras
@@ -22,6 +22,7 @@ TAIL_INPUT_SHAPES = ((56, 56, 128),)
 HEAD_TRAINABLE = False
 ADAPTER_TRAINABLE = True
 TAIL_TRAINABLE = False
+TAIL_TRAINABLE_FROM = None
 
 
 def _set_trainable(inputs, outputs, trainable):
@@ -29,6 +30,15 @@ def _set_trainable(inputs, outputs, trainable):
     for layer in keras.Model(inputs, outputs).layers:
         if not isinstance(layer, keras.layers.InputLayer):
             layer.trainable = trainable
+
+
+def _unfreeze_from(model, name):
+    """Make layer `name` and every later layer of `model` trainable ([tail] trainable_from), if `name` is set."""
+    if name is None:
+        return
+    names = [layer.name for layer in model.layers]
+    for layer in model.layers[names.index(name) :]:
+        layer.trainable = True
 
 
 def conv2_block(x, *, name):
@@ -174,4 +184,5 @@ def build_model():
     _set_trainable(inputs, features, HEAD_TRAINABLE)
     _set_trainable(features, adapted, ADAPTER_TRAINABLE)
     _set_trainable(adapted, outputs, TAIL_TRAINABLE)
+    _unfreeze_from(model, TAIL_TRAINABLE_FROM)
     return model

@@ -13,8 +13,8 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 --verify checks the head against the head source's own sub-model, and the tail
 against the tail source fed with that source's own frontier activations.
 
-stitchgen-set: f7cd85313254ac76
-stitchgen-hash: sha256:a0094d1f5a6ca7ff7cde5be7950447b051e23c1f8b88e30ac045ac6882e182b0
+stitchgen-set: 4bd8221eed267452
+stitchgen-hash: sha256:0b7741a8d108115830c59c880d5a5e4b72ff7d735329500b12c00037672b8a2e
 """
 
 import argparse
@@ -59,7 +59,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "resnet50_to_vgg16"
 MODULE_SET = (
-    "f7cd85313254ac76"  # the set token of the module this script was generated with
+    "4bd8221eed267452"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 HEAD_SOURCE = "keras.applications.ResNet50"

@@ -33,8 +33,8 @@ are checkpointed after every epoch; --resume continues from there. Under
 --strategy multiworker (TF_CONFIG) run the same command on every worker; worker 0
 writes the files.
 
-stitchgen-set: f7cd85313254ac76
-stitchgen-hash: sha256:b31333c43c4ecfb8389c7392d9b01431e6e3cdb2d62f67cf483be3c53145698d
+stitchgen-set: 4bd8221eed267452
+stitchgen-hash: sha256:685a22be49324721175c205ad54af53f1133166bad21a8e6bef5ea0f9e7a3958
 """
 
 import argparse
@@ -85,7 +85,7 @@ import tensorflow as tf  # tf.data streams the cache; tf.distribute runs on seve
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = "resnet50_to_vgg16"
 MODULE_SET = (
-    "f7cd85313254ac76"  # the set token of the module this script was generated with
+    "4bd8221eed267452"  # the set token of the module this script was generated with
 )
 REGENERATE = "stitchgen generate examples/resnet50_to_vgg16.toml"
 TAIL_SOURCE = "keras.applications.VGG16"
@@ -1306,10 +1306,22 @@ def run_fingerprint(args):
     return digest.hexdigest()
 
 
+def unfrozen_tail_layers(tail):
+    """The tail's layers that train: a new classifier, and those from [tail] trainable_from on."""
+    return [layer for layer in tail.layers if layer.trainable and layer.weights]
+
+
 def trained_parts(adapter, tail):
-    """What training changes, as one model to checkpoint: the adapter, and the new classifier if any."""
-    if CLASSIFIER is None:
+    """What training changes, as one model to checkpoint: the adapter, and the tail layers that train."""
+    unfrozen = [layer.name for layer in unfrozen_tail_layers(tail)]
+    if not unfrozen:
         return adapter
+    if unfrozen != [
+        CLASSIFIER
+    ]:  # trainable_from: the adapter and the whole tail, whose weights it holds
+        return keras.Model(
+            adapter.input, tail(_as_list(adapter(adapter.input))), name="trained"
+        )
     classifier = tail.get_layer(CLASSIFIER)
     features = keras.Input(tuple(classifier.input.shape[1:]), name="classifier_input")
     return keras.Model(
@@ -1576,12 +1588,12 @@ def main(argv=None):
             run.resume()
         for name in stages:
             run.stage(name, train, val)
-        trained = list(adapter.layers) + (
-            [tail.get_layer(CLASSIFIER)] if CLASSIFIER else []
-        )
+        trained = list(adapter.layers) + unfrozen_tail_layers(tail)
         for (
             layer
-        ) in trained:  # the trained adapter (and classifier) into the whole hybrid
+        ) in (
+            trained
+        ):  # the trained adapter (and tail layers that train) into the whole hybrid
             if layer.weights:
                 values = layer.get_weights()
                 if not all(np.all(np.isfinite(v)) for v in values):
@@ -1600,6 +1612,18 @@ def main(argv=None):
             "train_images": len(train),
             "val_images": len(val),
         }
+        if (
+            getattr(generated, "TAIL_TRAINABLE_FROM", None) is not None
+        ):  # reported apart: the tail changed too
+            unfrozen = [
+                layer.name
+                for layer in unfrozen_tail_layers(tail)
+                if layer.name != CLASSIFIER
+            ]
+            summary.update(
+                tail_trainable_from=generated.TAIL_TRAINABLE_FROM,
+                unfrozen_tail_layers=unfrozen,
+            )
         if CLASSES is not None:
             summary.update(classes=CLASSES, class_names=train.class_names)
         write_atomic(args.output + ".json", json.dumps(summary, indent=2))

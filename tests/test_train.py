@@ -402,3 +402,40 @@ def test_multiworker_with_two_worker_processes(hybrid_dir, tmp_path):
     a, b, c = _epoch_losses(single.stdout), _epoch_losses(chief[0]), _epoch_losses(other[0])
     assert b == c  # the losses are all-reduced: both workers report the same numbers
     assert len(a) == len(b) == 2 and all(abs(x - y) <= 1e-3 * abs(x) for x, y in zip(a, b)), (a, b)
+
+
+def test_unfreezing_trains_only_the_layers_it_names(hybrid_dir, tmp_path):
+    """[tail] trainable_from = "t_pred": the adapter and t_pred train; every other layer stays bit for bit."""
+    from helpers import run_cli
+
+    shutil.copy(TESTS / "models_for_tests.py", tmp_path / "models_for_tests.py")
+    spec = SPEC.replace('name = "tiny"', 'name = "unf"').replace(
+        'start = "t_conv2"\n', 'start = "t_conv2"\ntrainable_from = "t_pred"\n'
+    )
+    (tmp_path / "unf.toml").write_text(spec)
+    assert run_cli("generate", str(tmp_path / "unf.toml")).returncode == 0
+    ported = tmp_path / "ported.weights.h5"
+    result = run_script(tmp_path / "unf_port_weights.py", "--head-weights", str(hybrid_dir / "head.weights.h5"),
+                        "--tail-weights", str(hybrid_dir / "tail.weights.h5"), "--output", str(ported))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = tmp_path / "unf.weights.h5"
+    result = run_script(tmp_path / "unf_train_adapter.py", "--weights", str(ported), "--tail-weights",
+                        str(hybrid_dir / "tail.weights.h5"), "--data", str(hybrid_dir / "images"), "--output", str(out),
+                        "--stages", "lstsq,finetune", "--epochs", "3", "--learning-rate", "0.01")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    def weights(path):
+        module = import_path(tmp_path / "unf.py", f"unf_{path.stem}")
+        model = module.build_model()
+        model.load_weights(path)
+        return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+    moved = changed(weights(ported), weights(out))
+    assert "t_pred" in moved and all(name.startswith("adapter") or name == "t_pred" for name in moved), sorted(moved)
+    log = json.loads((tmp_path / "unf.weights.h5.json").read_text())
+    assert log["tail_trainable_from"] == "t_pred" and log["unfrozen_tail_layers"] == ["t_pred"]
+
+    (tmp_path / "bad.toml").write_text(spec.replace('trainable_from = "t_pred"', 'trainable_from = "t_conv1"'))
+    bad = run_cli("generate", str(tmp_path / "bad.toml"))
+    assert bad.returncode == 2 and "trainable_from 't_conv1' is not in the tail" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad.py").exists()

@@ -235,6 +235,7 @@ class StitchSpec:
     tail_preprocess: str | None = None
     classes: int | None = None  # [tail] classes: a new N-way classifier replaces the tail's own
     class_names: tuple[str, ...] | None = None  # when [tail] classes lists the names
+    tail_trainable_from: int | str | None = None  # [tail] trainable_from: unfreeze this tail layer and the rest
 
 
 MAX_CLASSES = 1_000_000
@@ -308,7 +309,9 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     if kind not in ADAPTER_KINDS:
         raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(ADAPTER_KINDS)}")
     head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess"))
-    tail = _source_table(tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess", "classes"))
+    tail = _source_table(
+        tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess", "classes", "trainable_from")
+    )
     classes, class_names = _classes(tail_table, spec_path)
     return StitchSpec(
         name=name,
@@ -328,6 +331,9 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
         tail_preprocess=_preprocess(tail_table, "[tail]", spec_path),
         classes=classes,
         class_names=class_names,
+        tail_trainable_from=(
+            _position(tail_table, "trainable_from", "[tail]", spec_path) if "trainable_from" in tail_table else None
+        ),
     )
 
 

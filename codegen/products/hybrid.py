@@ -112,6 +112,20 @@ class StitchProject:
     def code_name(self, side: str, source_name: str) -> str:
         return self.code_names.get(side, {}).get(source_name, source_name)
 
+    def trainable_from(self) -> str | None:
+        """[tail] trainable_from as the hybrid's layer name: that tail layer and every later one train."""
+        value = self.spec.tail_trainable_from
+        if value is None:
+            return None
+        position = _resolve(self.tail.analysis, value, "[tail] trainable_from")
+        name = self.code_name("tail", self.tail.analysis.layers[position].name)
+        if position < self.start or name not in self.tail_graph.ops:
+            raise StitchgenError(
+                f"[tail] trainable_from {value!r} is not in the tail, which starts at layer {self.start} "
+                f"({self.tail.analysis.layers[self.start].name}); name a layer at or after it"
+            )
+        return name
+
     @classmethod
     def from_spec(cls, spec: StitchSpec) -> StitchProject:
         head = _load_part(spec.head)
@@ -314,6 +328,7 @@ class StitchProject:
                 ("HEAD_TRAINABLE", render(self.spec.head_trainable)),
                 ("ADAPTER_TRAINABLE", render(self.spec.adapter_trainable)),
                 ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
+                ("TAIL_TRAINABLE_FROM", render(self.trainable_from())),
                 *self._classes_constants(),
             ],
             custom_classes=module.classes,
@@ -326,6 +341,7 @@ class StitchProject:
                 {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": Expr("INPUT_SHAPE")},
             ),
             tail_inputs=tail_inputs,
+            partly_trainable_tail=self.classifier is not None or self.trainable_from() is not None,
             name_literal=render(self.spec.name),
             adapter_kind=doc_text(self.spec.adapter_kind),
             **self._common(token),

@@ -692,10 +692,18 @@ def run_fingerprint(args):
     return digest.hexdigest()
 
 
+def unfrozen_tail_layers(tail):
+    """The tail's layers that train: a new classifier, and those from [tail] trainable_from on."""
+    return [layer for layer in tail.layers if layer.trainable and layer.weights]
+
+
 def trained_parts(adapter, tail):
-    """What training changes, as one model to checkpoint: the adapter, and the new classifier if any."""
-    if CLASSIFIER is None:
+    """What training changes, as one model to checkpoint: the adapter, and the tail layers that train."""
+    unfrozen = [layer.name for layer in unfrozen_tail_layers(tail)]
+    if not unfrozen:
         return adapter
+    if unfrozen != [CLASSIFIER]:  # trainable_from: the adapter and the whole tail, whose weights it holds
+        return keras.Model(adapter.input, tail(_as_list(adapter(adapter.input))), name="trained")
     classifier = tail.get_layer(CLASSIFIER)
     features = keras.Input(tuple(classifier.input.shape[1:]), name="classifier_input")
     return keras.Model([adapter.input, features], list(adapter.outputs) + [classifier(features)], name="trained")
@@ -891,8 +899,8 @@ def main(argv=None):
             run.resume()
         for name in stages:
             run.stage(name, train, val)
-        trained = list(adapter.layers) + ([tail.get_layer(CLASSIFIER)] if CLASSIFIER else [])
-        for layer in trained:  # the trained adapter (and classifier) into the whole hybrid
+        trained = list(adapter.layers) + unfrozen_tail_layers(tail)
+        for layer in trained:  # the trained adapter (and tail layers that train) into the whole hybrid
             if layer.weights:
                 values = layer.get_weights()
                 if not all(np.all(np.isfinite(v)) for v in values):
@@ -903,6 +911,9 @@ def main(argv=None):
             return 0
         save_atomic(hybrid, args.output)
         summary = {"stages": run.log, "train_images": len(train), "val_images": len(val)}
+        if getattr(generated, "TAIL_TRAINABLE_FROM", None) is not None:  # reported apart: the tail changed too
+            unfrozen = [layer.name for layer in unfrozen_tail_layers(tail) if layer.name != CLASSIFIER]
+            summary.update(tail_trainable_from=generated.TAIL_TRAINABLE_FROM, unfrozen_tail_layers=unfrozen)
         if CLASSES is not None:
             summary.update(classes=CLASSES, class_names=train.class_names)
         write_atomic(args.output + ".json", json.dumps(summary, indent=2))
