@@ -180,10 +180,12 @@ def _walk(model: Any, layer_list: list[Any], ctx: _Context, name: str, kind: str
 def _clean_kwargs(op: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Drop call keywords that only restate a default: `mask=None`, and a recorded `training=False`.
 
-    Keras records the `training` value it resolved while building (False, the call's
-    default), and a functional model replaces it with its own `training` whenever that
-    is given; left to its default it means inference either way. Writing it out would
-    claim the source froze the layer, which it did not.
+    Where a layer's `call` defaults `training` to False (Dropout), Keras records that
+    default at every call, written or not; a functional model replaces it with its own
+    `training` whenever that is given, and left to its default it means inference
+    either way. Writing it out would claim the source froze the layer, which it did
+    not. Where the default is None (BatchNormalization), Keras records `training` only
+    when the source wrote it, so it is kept.
     """
     try:
         params = inspect.signature(op.call).parameters
@@ -194,7 +196,7 @@ def _clean_kwargs(op: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         default = params[key].default if key in params else None
         if value is None and default in (None, inspect.Parameter.empty):
             continue
-        if key == "training" and value is False and default in (False, None):
+        if key == "training" and value is False and default is False:
             continue
         cleaned[key] = value
     return cleaned
