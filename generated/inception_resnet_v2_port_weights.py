@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 80f114db8141f25b
-stitchgen-hash: sha256:9462dce10bfd3a4eac220d091c40e0568e622182d4f6e13ed257903c6ae0b2a9
+stitchgen-hash: sha256:60247690c6fd3dd54ae50889780c9ade8133783f94148889fd3d1cf0c4ead0fe
 """
 
 import argparse
@@ -622,7 +622,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (
@@ -885,6 +885,11 @@ def build_source(weights):
     return model
 
 
+def port(source, target):
+    """Copy every weight LAYER_MAP names from `source` into `target`, all rows checked first."""
+    port_rows({None: source}, target, [(None, *row) for row in LAYER_MAP])
+
+
 def verify(source, target, tolerance=TOLERANCE, seed=0):
     """(passed, message): source and generated outputs on one seeded batch."""
     batch = seeded_inputs(source, seed)
@@ -929,7 +934,7 @@ def main(argv=None):
         weights = weights_argument(args.weights, DEFAULT_WEIGHTS, HERE)
         source = build_source(weights)
         target = load_generated().build_model()
-        port({None: source}, target, [(None, *row) for row in LAYER_MAP])
+        port(source, target)
         if args.verify:
             passed, message = verify(source, target, args.tolerance)
             print(f"verify: {message}")

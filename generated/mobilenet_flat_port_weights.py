@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 511b9ebf63201c86
-stitchgen-hash: sha256:799bbbd92b1065f4760e56f24ada1fb9954dc0a1ccd1a282a5ac1f94134650b3
+stitchgen-hash: sha256:8268c53aa8074866ff21b50a29e791627db7a5e8c65b49ca37b7156b74566c67
 """
 
 import argparse
@@ -228,7 +228,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (
@@ -491,6 +491,11 @@ def build_source(weights):
     return model
 
 
+def port(source, target):
+    """Copy every weight LAYER_MAP names from `source` into `target`, all rows checked first."""
+    port_rows({None: source}, target, [(None, *row) for row in LAYER_MAP])
+
+
 def verify(source, target, tolerance=TOLERANCE, seed=0):
     """(passed, message): source and generated outputs on one seeded batch."""
     batch = seeded_inputs(source, seed)
@@ -535,7 +540,7 @@ def main(argv=None):
         weights = weights_argument(args.weights, DEFAULT_WEIGHTS, HERE)
         source = build_source(weights)
         target = load_generated().build_model()
-        port({None: source}, target, [(None, *row) for row in LAYER_MAP])
+        port(source, target)
         if args.verify:
             passed, message = verify(source, target, args.tolerance)
             print(f"verify: {message}")

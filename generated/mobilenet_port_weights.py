@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 3d5faa077e199ee1
-stitchgen-hash: sha256:56456c1dc2963575c5440ee0a254adf3a0f02ce912cf7273245faf81ea3517e5
+stitchgen-hash: sha256:1f96f44107f55b5525cfee287376792aad9ef7e6bd5f76bcb2ae51db5ce3e383
 """
 
 import argparse
@@ -228,7 +228,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (
@@ -491,6 +491,11 @@ def build_source(weights):
     return model
 
 
+def port(source, target):
+    """Copy every weight LAYER_MAP names from `source` into `target`, all rows checked first."""
+    port_rows({None: source}, target, [(None, *row) for row in LAYER_MAP])
+
+
 def verify(source, target, tolerance=TOLERANCE, seed=0):
     """(passed, message): source and generated outputs on one seeded batch."""
     batch = seeded_inputs(source, seed)
@@ -535,7 +540,7 @@ def main(argv=None):
         weights = weights_argument(args.weights, DEFAULT_WEIGHTS, HERE)
         source = build_source(weights)
         target = load_generated().build_model()
-        port({None: source}, target, [(None, *row) for row in LAYER_MAP])
+        port(source, target)
         if args.verify:
             passed, message = verify(source, target, args.tolerance)
             print(f"verify: {message}")

@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: dc542d4c75c6509f
-stitchgen-hash: sha256:e87714589adcefcc38b04cd1011717c3284126c2c74e16664695cdd6a976475e
+stitchgen-hash: sha256:4a4191956ac58e143e9e39e400e45b5239cc06d6044d02afedd1c81d42e0af99
 """
 
 import argparse
@@ -307,7 +307,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (
@@ -583,6 +583,11 @@ def build_tail_source(weights):
     return model
 
 
+def port(sources, target):
+    """Copy every weight LAYER_MAP names from the head and tail sources into `target`, all rows checked first."""
+    port_rows(sources, target, LAYER_MAP)
+
+
 def load_adapter(path, target, generated):
     adapter = generated.build_adapter()
     adapter.load_weights(path)
@@ -682,7 +687,7 @@ def main(argv=None):
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
         target = generated.build_model()
-        port(sources, target, LAYER_MAP)
+        port(sources, target)
         if args.adapter_weights:
             load_adapter(args.adapter_weights, target, generated)
         if args.verify:

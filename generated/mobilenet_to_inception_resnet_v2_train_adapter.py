@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: dc542d4c75c6509f
-stitchgen-hash: sha256:2944a6dd61d74ece1cf4ae40ae2457a5034892d30f2839347047402a5f14e52d
+stitchgen-hash: sha256:ca1c58e3a84491bbfc445cde5727681686196868f125c0abf62bdc39605633f3
 """
 
 import argparse
@@ -209,7 +209,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (

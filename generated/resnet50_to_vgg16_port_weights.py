@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:0b7741a8d108115830c59c880d5a5e4b72ff7d735329500b12c00037672b8a2e
+stitchgen-hash: sha256:0215ca8533d25126ed9dd0b61176d3644573deb2a1cc809488958c16b550be74
 """
 
 import argparse
@@ -218,7 +218,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (
@@ -494,6 +494,11 @@ def build_tail_source(weights):
     return model
 
 
+def port(sources, target):
+    """Copy every weight LAYER_MAP names from the head and tail sources into `target`, all rows checked first."""
+    port_rows(sources, target, LAYER_MAP)
+
+
 def load_adapter(path, target, generated):
     adapter = generated.build_adapter()
     adapter.load_weights(path)
@@ -593,7 +598,7 @@ def main(argv=None):
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
         target = generated.build_model()
-        port(sources, target, LAYER_MAP)
+        port(sources, target)
         if args.adapter_weights:
             load_adapter(args.adapter_weights, target, generated)
         if args.verify:

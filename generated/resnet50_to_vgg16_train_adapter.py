@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:685a22be49324721175c205ad54af53f1133166bad21a8e6bef5ea0f9e7a3958
+stitchgen-hash: sha256:b989b39623a96808ba293e96a260936d60e365b3a51bfc98f8b9699475c38b89
 """
 
 import argparse
@@ -199,7 +199,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = (

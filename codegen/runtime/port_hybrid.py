@@ -19,7 +19,7 @@ from codegen.runtime.porting import (
     load_generated,
     one_line,
     operation_output,
-    port,
+    port_rows,
     save_atomic,
     weights_argument,
 )
@@ -45,6 +45,13 @@ def build_tail_source(weights):
 
 
 # --- inline ---
+
+
+def port(sources, target):
+    """Copy every weight LAYER_MAP names from the head and tail sources into `target`, all rows checked first."""
+    port_rows(sources, target, LAYER_MAP)
+
+
 def load_adapter(path, target, generated):
     adapter = generated.build_adapter()
     adapter.load_weights(path)
@@ -109,7 +116,7 @@ def main(argv=None):
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
         target = generated.build_model()
-        port(sources, target, LAYER_MAP)
+        port(sources, target)
         if args.adapter_weights:
             load_adapter(args.adapter_weights, target, generated)
         if args.verify:

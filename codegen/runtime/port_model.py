@@ -14,7 +14,7 @@ from codegen.runtime.porting import (
     flatten,
     load_generated,
     one_line,
-    port,
+    port_rows,
     save_atomic,
     seeded_inputs,
     weights_argument,
@@ -33,6 +33,13 @@ def build_source(weights):
 
 
 # --- inline ---
+
+
+def port(source, target):
+    """Copy every weight LAYER_MAP names from `source` into `target`, all rows checked first."""
+    port_rows({None: source}, target, [(None, *row) for row in LAYER_MAP])
+
+
 def verify(source, target, tolerance=TOLERANCE, seed=0):
     """(passed, message): source and generated outputs on one seeded batch."""
     batch = seeded_inputs(source, seed)
@@ -59,7 +66,7 @@ def main(argv=None):
         weights = weights_argument(args.weights, DEFAULT_WEIGHTS, HERE)
         source = build_source(weights)
         target = load_generated().build_model()
-        port({None: source}, target, [(None, *row) for row in LAYER_MAP])
+        port(source, target)
         if args.verify:
             passed, message = verify(source, target, args.tolerance)
             print(f"verify: {message}")

@@ -110,7 +110,7 @@ def plan(sources, target, rows):
     return pairs
 
 
-def port(sources, target, rows):
+def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
     progress = keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
