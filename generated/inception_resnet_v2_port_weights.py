@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 80f114db8141f25b
-stitchgen-hash: sha256:60247690c6fd3dd54ae50889780c9ade8133783f94148889fd3d1cf0c4ead0fe
+stitchgen-hash: sha256:05f696db7a47d3c8b105f65a2541595c714b61d0e0d7e1251dd017e86204e701
 """
 
 import argparse
@@ -841,18 +841,26 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(
+        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(
+        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
+    )
 
 
 def one_line(exc):

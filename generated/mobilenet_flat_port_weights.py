@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 511b9ebf63201c86
-stitchgen-hash: sha256:8268c53aa8074866ff21b50a29e791627db7a5e8c65b49ca37b7156b74566c67
+stitchgen-hash: sha256:afb85029286412cc1f0156c38c8b8337b12536ec667b511ee8e27993bd71ebdb
 """
 
 import argparse
@@ -447,18 +447,26 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(
+        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(
+        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
+    )
 
 
 def one_line(exc):

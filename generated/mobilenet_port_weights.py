@@ -12,7 +12,7 @@ Every layer's weight shapes are checked before anything is copied; the output
 is written atomically, and only after --verify (if given) has passed.
 
 stitchgen-set: 3d5faa077e199ee1
-stitchgen-hash: sha256:1f96f44107f55b5525cfee287376792aad9ef7e6bd5f76bcb2ae51db5ce3e383
+stitchgen-hash: sha256:46c03fb04f7feb2b6d85460e5989170b5cec400ab05470a7b77e50f2cf671565
 """
 
 import argparse
@@ -447,18 +447,26 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(
+        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(
+        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
+    )
 
 
 def one_line(exc):

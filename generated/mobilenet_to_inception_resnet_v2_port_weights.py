@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: dc542d4c75c6509f
-stitchgen-hash: sha256:4a4191956ac58e143e9e39e400e45b5239cc06d6044d02afedd1c81d42e0af99
+stitchgen-hash: sha256:58ddc717bd9e193b937711822ca2adebca8f14275d5b2a6626b7ef3d09f64123
 """
 
 import argparse
@@ -526,18 +526,26 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(
+        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(
+        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
+    )
 
 
 def one_line(exc):

@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:0215ca8533d25126ed9dd0b61176d3644573deb2a1cc809488958c16b550be74
+stitchgen-hash: sha256:59723c5bdfcb21cd5db6ae3da14e56ac191e7dbb71478c6f5edb95f107bb9ef6
 """
 
 import argparse
@@ -437,18 +437,26 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(
+        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(
+        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
+    )
 
 
 def one_line(exc):

@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:b989b39623a96808ba293e96a260936d60e365b3a51bfc98f8b9699475c38b89
+stitchgen-hash: sha256:edec2cf6d48c064e719e78097a0e105cc8a0c8ef1850d52e9b4d973b80875830
 """
 
 import argparse
@@ -418,18 +418,26 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(
+        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(
+        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
+    )
 
 
 def one_line(exc):
@@ -1382,16 +1390,13 @@ def make_strategy(name, cpu_devices=1):
 
 
 def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+    """Write `text` to `path` atomically."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as out:
             out.write(text)
-        os.chmod(tmp, file_mode())  # mkstemp made it 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    replace_atomically(path, write)
 
 
 def plot(log, path):
@@ -1424,13 +1429,10 @@ def plot(log, path):
     if ax.get_legend_handles_labels()[0]:  # a run of lstsq alone has no curves
         ax.legend(fontsize="small")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(handle)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, path)
+    try:
+        replace_atomically(path, fig.savefig, suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def data_help():

@@ -17,7 +17,7 @@ from codegen.backend.emit_graph import Function, GraphEmitter, function_end, op_
 from codegen.backend.literals import Expr, doc_text, render, render_call
 from codegen.ir.graph import Graph, TensorRef, call_counts, consumer_counts, tensor_refs
 from codegen.ir.naming import Namespace, to_identifier
-from codegen.planning.blocks import Block, dfs_order, split_blocks
+from codegen.planning.blocks import Block, common_stem, dfs_order, split_blocks
 from codegen.planning.motifs import (
     FOLLOWERS,
     Instance,
@@ -103,13 +103,7 @@ def _value(value: Any) -> Any:
 
 def _stage_name(block: Block) -> str:
     """What a stage comment calls a block: its layers' common name (`conv2d_1`), else its stem."""
-    tokens = [call.op.split("_") for call in block.calls]
-    common = []
-    for parts in zip(*tokens):
-        if any(p != parts[0] for p in parts):
-            break
-        common.append(parts[0])
-    prefix = "_".join(common)
+    prefix = common_stem([call.op for call in block.calls]) or ""
     return prefix if prefix and prefix.startswith(block.stem or "") else (block.stem or prefix)
 
 

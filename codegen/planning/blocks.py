@@ -64,7 +64,8 @@ class Block:
     outputs: list[TensorRef]  # produced inside, needed after it
 
 
-def _stem_of_names(names: list[str]) -> str | None:
+def common_stem(names: list[str]) -> str | None:
+    """The tokens (split at "_") that all `names` start with, joined: `conv2d_1` for conv2d_1, conv2d_1_bn."""
     tokens = [n.split("_") for n in names]
     common: list[str] = []
     for parts in zip(*tokens):
@@ -115,7 +116,7 @@ def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
     for piece in pieces:
         names = systematic(piece)
         if len(piece) > 1:
-            keyed.append((piece, _stem_of_names(names) if names else None, True))
+            keyed.append((piece, common_stem(names) if names else None, True))
         else:
             keyed.append((piece, _single_stem(names[0]) if names else None, False))
 

@@ -307,18 +307,22 @@ def file_mode():
     return 0o666 & ~mask
 
 
-def save_atomic(model, path):
-    """Write `model`'s weights to `path` through a temporary sibling: a failure leaves no file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+def replace_atomically(path, write, suffix=""):
+    """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
+    handle, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
     os.close(handle)
     try:
-        model.save_weights(tmp, overwrite=True)
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(model, path):
+    """Write `model`'s weights to `path` atomically."""
+    replace_atomically(path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5")
 
 
 def one_line(exc):

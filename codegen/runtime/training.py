@@ -13,7 +13,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 import time
 import zipfile
 
@@ -25,10 +24,10 @@ from codegen.runtime.porting import (
     MixedSetError,
     PortError,
     copy_by_name,
-    file_mode,
     load_generated,
     one_line,
     operation_output,
+    replace_atomically,
     save_atomic,
     set_layer_weights,
     weights_argument,
@@ -748,16 +747,13 @@ def make_strategy(name, cpu_devices=1):
 
 
 def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+    """Write `text` to `path` atomically."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as out:
             out.write(text)
-        os.chmod(tmp, file_mode())  # mkstemp made it 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    replace_atomically(path, write)
 
 
 def plot(log, path):
@@ -787,13 +783,10 @@ def plot(log, path):
     if ax.get_legend_handles_labels()[0]:  # a run of lstsq alone has no curves
         ax.legend(fontsize="small")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(handle)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, path)
+    try:
+        replace_atomically(path, fig.savefig, suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def data_help():
