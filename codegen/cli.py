@@ -220,11 +220,19 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The hybrid's weights (.weights.h5).")
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
+@click.option(
+    "--calibration",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder of images: also write a full-integer phone side (int8 inputs, outputs and activations) "
+    "calibrated on them, and report its agreement on every 5th image, held out.  [default: none]",
+)
 @user_errors
-def export_command(spec: str, weights: str, output_dir: str | None) -> None:
+def export_command(spec: str, weights: str, output_dir: str | None, calibration: str | None) -> None:
     """Write the phone side as TFLite (float32 and dynamic-range int8) and the server side as .keras.
 
-    The adapter goes with the tail unless the spec says [adapter] side = "phone".
+    The adapter goes with the tail unless the spec says [adapter] side = "phone"; a
+    bottleneck adapter splits itself: its encoder goes with the head, its decoder with the tail.
     The float32 TFLite model is checked against the Keras one on a random batch.
     """
     from codegen.frontend.spec import StitchSpec, load_spec
@@ -236,11 +244,25 @@ def export_command(spec: str, weights: str, output_dir: str | None) -> None:
         raise StitchgenError("export takes a stitch spec (with [head] and [tail])")
     out = Path(output_dir) if output_dir else loaded.output_dir
     verbose = _verbose()
-    result = export(StitchProject.from_spec(loaded), Path(weights), out, verbose=verbose)
-    click.echo(f"wrote {result.phone_float32}, {result.phone_int8}, {result.server}")
+    result = export(
+        StitchProject.from_spec(loaded),
+        Path(weights),
+        out,
+        verbose=verbose,
+        calibration=None if calibration is None else Path(calibration),
+    )
+    written = [result.phone_float32, result.phone_int8, result.full_int8, result.server]
+    click.echo(f"wrote {', '.join(str(p) for p in written if p is not None)}")
     click.echo(
         f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)"
     )
+    full = result.full_int8_report
+    if full is not None:
+        click.echo(
+            f"full int8 phone side: {full.size_bytes:,} bytes, calibrated on {full.calibration_images} images; "
+            f"on {full.held_out_images} held-out images its output is within {full.relative_error:.2%} (rms) of "
+            f"float32 and the hybrid's top-1 agrees with the float32 hybrid on {full.agreement:.1%}"
+        )
 
 
 def _weighted_model(source, weights: str):

@@ -17,7 +17,9 @@ from codegen.errors import StitchgenError
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 STYLES = ("factored", "flat")
-ADAPTER_KINDS = ("auto", "linear", "conv")  # [adapter] kind; planning/adapter.py designs each
+ADAPTER_KINDS = ("auto", "linear", "conv", "bottleneck")  # [adapter] kind; planning/adapter.py designs each
+TRANSMIT_PRECISIONS = ("float32", "float16", "int8")  # [adapter] transmit, for kind = "bottleneck"
+MAX_STRIDE = 8
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 # Module names that would shadow what the generated files import (a circular import at run time).
 # a module named like one the generated files import would be imported in its place
@@ -236,6 +238,16 @@ class StitchSpec:
     classes: int | None = None  # [tail] classes: a new N-way classifier replaces the tail's own
     class_names: tuple[str, ...] | None = None  # when [tail] classes lists the names
     tail_trainable_from: int | str | None = None  # [tail] trainable_from: unfreeze this tail layer and the rest
+    bottleneck: Bottleneck | None = None  # [adapter] kind = "bottleneck": what the phone sends
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """A bottleneck adapter's settings: the encoder's width and stride, and the transmitted precision."""
+
+    channels: int
+    transmit: str = "int8"
+    stride: int = 1
 
 
 MAX_CLASSES = 1_000_000
@@ -301,13 +313,14 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
     adapter = data.get("adapter", {})
     if not isinstance(adapter, dict):
         raise _fail(spec_path, "[adapter] must be a table")
-    _check_keys(adapter, ("kind", "trainable", "side"), "[adapter]", spec_path)
+    _check_keys(adapter, ("kind", "trainable", "side", "channels", "transmit", "stride"), "[adapter]", spec_path)
     side = adapter.get("side", "server")
     if side not in ("server", "phone"):
         raise _fail(spec_path, f'[adapter] side {side!r} must be "server" (with the tail) or "phone" (with the head)')
     kind = adapter.get("kind", "auto")
     if kind not in ADAPTER_KINDS:
         raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(ADAPTER_KINDS)}")
+    bottleneck = _bottleneck(adapter, kind, spec_path)
     head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess"))
     tail = _source_table(
         tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess", "classes", "trainable_from")
@@ -334,7 +347,40 @@ def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style
         tail_trainable_from=(
             _position(tail_table, "trainable_from", "[tail]", spec_path) if "trainable_from" in tail_table else None
         ),
+        bottleneck=bottleneck,
     )
+
+
+def _bottleneck(adapter: dict, kind: str, spec_path: Path) -> Bottleneck | None:
+    """`channels`, `transmit` and `stride` of a bottleneck adapter; an error for any other kind.
+
+    The upper bound on `channels` (the head's output channels) is checked once the head is loaded.
+    """
+    given = [key for key in ("channels", "transmit", "stride") if key in adapter]
+    if kind != "bottleneck":
+        if given:
+            raise _fail(spec_path, f'[adapter] {given[0]} applies only to kind = "bottleneck", not {kind!r}')
+        return None
+    if "side" in adapter:
+        raise _fail(
+            spec_path,
+            '[adapter] side does not apply to kind = "bottleneck": its encoder runs on the phone and its decoder '
+            "on the server; remove side",
+        )
+    if "channels" not in adapter:
+        raise _fail(spec_path, '[adapter] kind = "bottleneck" needs channels = N, the width of what the phone sends')
+    channels = adapter["channels"]
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise _fail(spec_path, f"[adapter] channels must be a whole number of at least 1; got {channels!r}")
+    transmit = adapter.get("transmit", "int8")
+    if transmit not in TRANSMIT_PRECISIONS:
+        raise _fail(
+            spec_path, f"[adapter] transmit {transmit!r} is not one of {', '.join(map(repr, TRANSMIT_PRECISIONS))}"
+        )
+    stride = adapter.get("stride", 1)
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= MAX_STRIDE:
+        raise _fail(spec_path, f"[adapter] stride must be a whole number from 1 to {MAX_STRIDE}; got {stride!r}")
+    return Bottleneck(channels, transmit, stride)
 
 
 def load_spec(

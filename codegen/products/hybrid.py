@@ -23,13 +23,23 @@ from codegen.frontend.preprocess import check_preprocess, default_preprocess
 from codegen.frontend.spec import ModelSource, StitchSpec
 from codegen.ir.graph import Graph, TensorInfo, tensor_refs
 from codegen.ir.naming import Namespace
-from codegen.planning.adapter import design_adapter
+from codegen.planning.adapter import (
+    ENCODER,
+    TRANSMISSION,
+    TRANSMISSION_CLASSES,
+    TRANSMISSION_NAMES,
+    code_info,
+    design_adapter,
+    split_bottleneck,
+    transmitted_bytes,
+)
 from codegen.planning.blocks import dfs_order, split_blocks
 from codegen.planning.classifier import NewClassifier, replace_classifier
 from codegen.planning.cuts import Crossing, CutAnalysis
 from codegen.planning.renaming import structural_names
 from codegen.planning.slicing import rename_ops, slice_head, slice_tail, tail_input_names
 from codegen.products.model import layer_map, source_paths
+from codegen.runtime import inline
 
 _POST_ACTIVATION = {"ReLU", "ELU", "LeakyReLU", "PReLU"}
 
@@ -186,6 +196,7 @@ class StitchProject:
             [c.info for c in tail_crossings],
             spec.adapter_kind,
             [is_post_activation(tail.graph, c) for c in tail_crossings],
+            bottleneck=spec.bottleneck,
         )
         clash = (set(adapter.ops) - {"adapter_input"}) & (set(head_graph.ops) | set(tail_graph.ops))
         if clash:
@@ -241,6 +252,7 @@ class StitchProject:
             tail_frontier_literal=render(tuple((c.producer, c.ref.index) for c in self.tail_crossings)),
             branches_literal=render(tuple(self.branches())),
             input_bn_literal=render("adapter_bn_in" if "adapter_bn_in" in self.adapter_graph.ops else None),
+            encoder_literal=render(ENCODER if self.spec.bottleneck is not None else None),
             **self._source_context(self.spec.tail, "tail"),
             **self._common(token),
         )
@@ -294,21 +306,39 @@ class StitchProject:
         )
         for fn in ("build_head", "build_adapter", "build_tail", "build_model"):
             module_names.reserve(fn)
+        bottleneck = self.spec.bottleneck
+        if bottleneck is not None:
+            for fn in ("encoder_layers", "decoder_layers", "build_encoder", "build_decoder", *TRANSMISSION_NAMES):
+                module_names.reserve(fn)
         tail_params = [c for c in self.tail_graph.ops if self.tail_graph.ops[c].kind == "input"]
         head_input = tensor_refs(self.head_graph.inputs)
         if len(head_input) != 1:
             raise StitchgenError("a head with several inputs is not supported yet; stitch a single-input network")
         input_op = self.head_graph.ops[self.head_graph.call_by_id()[head_input[0].call].op]
+        if bottleneck is None:
+            adapter_jobs = [(self.adapter_graph, "adapter_layers", "The adapter: one output per tail input.", ["features"])]
+        else:
+            encoder, decoder = split_bottleneck(self.adapter_graph)
+            adapter_jobs = [
+                (encoder, "encoder_layers", "The phone side's encoder: the head's output to the code.", ["features"]),
+                (decoder, "decoder_layers", "The server side's decoder: one output per tail input.", ["code"]),
+            ]
         jobs = [
             (self.head_graph, "head_layers", "The head's layers applied to `inputs`.", ["inputs"]),
-            (self.adapter_graph, "adapter_layers", "The adapter: one output per tail input.", ["features"]),
+            *adapter_jobs,
             (self.tail_graph, "tail_layers", "The tail's layers applied to the frontier tensors.", tail_params),
         ]
         emitted, helpers = emit_functions(module_names, jobs, self.spec.style)
-        parts = [f for f in emitted.functions if f.name in ("head_layers", "adapter_layers", "tail_layers")]
+        mains = [job[1] for job in jobs]
+        parts = [f for f in emitted.functions if f.name in mains]
         nested = [f for f in emitted.functions if f not in parts]
 
         customs = {**self.head.custom, **self.tail.custom}
+        if bottleneck is not None and set(customs.values()) & set(TRANSMISSION_NAMES):
+            clash = sorted(set(customs.values()) & set(TRANSMISSION_NAMES))
+            raise StitchgenError(
+                f"custom classes named {clash} clash with the bottleneck's transmission code; rename them"
+            )
         module = module_parts(
             (self.head_graph, self.tail_graph, self.adapter_graph), emitted.uses_ops, customs, self.spec.name
         )
@@ -330,7 +360,11 @@ class StitchProject:
                 ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
                 ("TAIL_TRAINABLE_FROM", render(self.trainable_from())),
                 *self._classes_constants(),
+                *self._bottleneck_constants(),
             ],
+            transmission=Expr(inline("transmission")) if bottleneck is not None else None,
+            transmission_literal=render(TRANSMISSION),
+            transmission_names=[(render(n), Expr(n)) for n in TRANSMISSION_CLASSES] if bottleneck is not None else [],
             custom_classes=module.classes,
             custom_names=module.custom_names,
             helpers=[Expr(NAME_OP_HELPER.strip())] if emitted.needs_name_op else [],
@@ -343,9 +377,28 @@ class StitchProject:
             tail_inputs=tail_inputs,
             partly_trainable_tail=self.classifier is not None or self.trainable_from() is not None,
             name_literal=render(self.spec.name),
-            adapter_kind=doc_text(self.spec.adapter_kind),
+            adapter_kind=doc_text(self.adapter_doc()),
             **self._common(token),
         )
+
+    def adapter_doc(self) -> str:
+        """The adapter line of the hybrid's docstring: the kind, and for a bottleneck what it sends."""
+        bottleneck = self.spec.bottleneck
+        if bottleneck is None:
+            return self.spec.adapter_kind
+        code = code_info(self.head_crossing.info, bottleneck)
+        return (
+            f"bottleneck, {bottleneck.channels} channels at stride {bottleneck.stride}, sent as {bottleneck.transmit} "
+            f"({transmitted_bytes(code, bottleneck.transmit):,} bytes per image; the phone runs the head and "
+            f"build_encoder(), the server build_decoder() and the tail)"
+        )
+
+    def _bottleneck_constants(self) -> list[tuple[str, str]]:
+        bottleneck = self.spec.bottleneck
+        if bottleneck is None:
+            return []
+        code = code_info(self.head_crossing.info, bottleneck)
+        return [("TRANSMIT", render(bottleneck.transmit)), ("CODE_SHAPE", render(tuple(code.shape[1:])))]
 
     def _classes_constants(self) -> list[tuple[str, str]]:
         if self.classifier is None:

@@ -43,6 +43,7 @@ TAIL_PREPROCESS = "none"
 TAIL_FRONTIER = (("tail_start", 0),)
 BRANCHES = (("adapter_conv", None),)
 INPUT_BATCH_NORM = None
+ENCODER = None
 CLASSES = None
 CLASS_NAMES = None
 CLASSIFIER = None
@@ -332,6 +333,8 @@ def fit_least_squares(adapter, cache, batch_size):
         var = np.var(cache.features, axis=axes, dtype="float64")
         gamma, beta, _, _ = layer.get_weights()
         layer.set_weights([np.ones_like(gamma), np.zeros_like(beta), mean.astype("float32"), var.astype("float32")])
+    if ENCODER is not None:
+        fit_encoder(adapter, cache, batch_size)
     for k, (linear_name, bn_name) in enumerate(BRANCHES):
         linear = adapter.get_layer(linear_name)
         probe = keras.Model(adapter.input, linear.input)
@@ -356,6 +359,40 @@ def fit_least_squares(adapter, cache, batch_size):
                 [np.ones_like(gamma), np.zeros_like(beta), np.zeros_like(mean), np.full_like(mean, 1.0 - bn.epsilon)]
             )
     return distill_losses(adapter, cache, batch_size)
+
+
+def patches(z, size):
+    """Rows of `size` values: per position (a 1x1 or Dense encoder), or per stride x stride patch (strided)."""
+    if z.ndim == 4 and size != z.shape[-1]:
+        stride = int(round((size // z.shape[-1]) ** 0.5))
+        b, h, w, c = z.shape
+        z = z[:, : h // stride * stride, : w // stride * stride]
+        z = z.reshape(b, h // stride, stride, w // stride, stride, c).transpose(0, 1, 3, 2, 4, 5)
+    return z.reshape(-1, size)
+
+
+def fit_encoder(adapter, cache, batch_size):
+    """A bottleneck's encoder as the principal directions of its (standardised) input, centred.
+
+    Of all linear maps to that many channels, these keep the most of the input's
+    variance; the decoder's last layer is then fitted by least squares on the codes
+    as the link delivers them.
+    """
+    layer = adapter.get_layer(ENCODER)
+    probe = keras.Model(adapter.input, layer.input)
+    kernel = layer.get_weights()[0]
+    size = int(np.prod(kernel.shape[:-1]))
+    moment, total, count = np.zeros((size, size)), np.zeros(size), 0
+    for start in range(0, len(cache), batch_size):
+        z = keras.ops.convert_to_numpy(probe(cache.features[start : start + batch_size], training=False))
+        rows = patches(z.astype("float64"), size)
+        moment += rows.T @ rows
+        total += rows.sum(axis=0)
+        count += len(rows)
+    mean = total / count
+    _, vectors = np.linalg.eigh(moment / count - np.outer(mean, mean))
+    top = vectors[:, ::-1][:, : kernel.shape[-1]]
+    layer.set_weights([top.reshape(kernel.shape).astype("float32"), (-mean @ top).astype("float32")])
 
 
 def distill_losses(adapter, cache, batch_size):
