@@ -178,8 +178,16 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
     "--batch-size", type=click.IntRange(1), default=8, show_default=True, help="The larger batch timed besides batch 1."
 )
 @click.option("--diagram", metavar="PREFIX", help="Also draw the hybrid to PREFIX.svg and PREFIX.png (needs Graphviz).")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder of images: measure the input as JPEG (quality 90) on them instead of the typical size.",
+)
 @user_errors
-def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int, diagram: str | None) -> None:
+def report(
+    spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int, diagram: str | None, images: str | None
+) -> None:
     """Parameters, MACs, output shapes and latency per part, and bytes per image at the cut.
 
     SPEC is a stitch spec (head, adapter and tail) or a single-model spec.
@@ -194,7 +202,7 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
         from codegen.products.hybrid import StitchProject
 
         project = StitchProject.from_spec(loaded)
-        result = stitch_report(project, repeats, batch_size)
+        result = stitch_report(project, repeats, batch_size, None if images is None else Path(images))
         if diagram:
             from codegen.products.diagram import hybrid_dot, render
 
@@ -206,6 +214,8 @@ def report(spec: str, as_json: bool, output: str | None, repeats: int, batch_siz
             raise StitchgenError(
                 "--diagram draws a stitched hybrid; for one model use stitchgen inspect MODEL --plot FILE"
             )
+        if images:
+            raise StitchgenError("--images compares what a hybrid sends with the photo; this spec has one model")
         result = model_report(ModelProject.from_spec(loaded), repeats, batch_size)
     text = json.dumps(result, indent=2) + "\n" if as_json else render_markdown(result)
     if output:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.errors import StitchgenError
+from codegen.products.link import image_files, read_image
 from codegen.write import regular_file_mode
 
 
@@ -287,7 +288,6 @@ def _publish(staging: Path, staged: dict[str, str], out_dir: Path, created: bool
         raise StitchgenError(f"cannot write to {str(out_dir)!r}: {exc.strerror}") from None
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 HELD_OUT_EVERY = 5  # every fifth calibration image checks the full-int8 phone side; the rest calibrate it
 
 
@@ -296,26 +296,14 @@ def calibration_images(folder: Path, input_shape: tuple, preprocess: str):
     import importlib
 
     import numpy as np
-    import tensorflow as tf
 
-    if not folder.is_dir():
-        raise StitchgenError(f"--calibration {str(folder)!r} is not a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(folder, "--calibration")
     if len(files) < 2:
         raise StitchgenError(
-            f"--calibration {str(folder)!r} holds {len(files)} image(s); give at least 2 "
-            f"({', '.join(IMAGE_SUFFIXES)}): most calibrate, every {HELD_OUT_EVERY}th checks"
+            f"--calibration {str(folder)!r} holds 1 image; give at least 2: most calibrate, every "
+            f"{HELD_OUT_EVERY}th (and at least one) checks"
         )
-    channels = input_shape[-1]
-    rows = []
-    for path in files:
-        try:
-            image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
-        except (tf.errors.OpError, ValueError):
-            raise StitchgenError(f"--calibration: {str(path)!r} is not a readable image") from None
-        resized = tf.image.resize(tf.cast(image, "float32"), input_shape[:2])
-        rows.append(np.asarray(resized, "float32"))
-    x = np.stack(rows)
+    x = np.stack([read_image(path, input_shape[:2], input_shape[-1], "--calibration") for path in files])
     if preprocess != "none":
         module, function = preprocess.rsplit(".", 1)
         x = np.asarray(getattr(importlib.import_module(module), function)(x), "float32")

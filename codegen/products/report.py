@@ -12,12 +12,14 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from codegen.frontend.introspect import introspect
 from codegen.generate import import_generated
 from codegen.ir.graph import TensorInfo
 from codegen.products.costs import graph_cost, tensor_bytes
+from codegen.products.link import hybrid_link
 
 WIDTHS = {"float32": 4, "float16": 2, "int8": 1}
 
@@ -69,8 +71,8 @@ def _part_row(name: str, model, graph, output_shape, batch: int, repeats: int) -
     }
 
 
-def stitch_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
-    """The report of a stitched hybrid (a `StitchProject`)."""
+def stitch_report(project, repeats: int = 10, batch: int = 8, images: Path | None = None) -> dict[str, Any]:
+    """The report of a stitched hybrid (a `StitchProject`); `images` measure the input as JPEG."""
     module = import_generated(project, "_report_")
     head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
     tail_out = [list(t.shape[1:]) for t in tail.outputs]
@@ -89,6 +91,7 @@ def stitch_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
         "parts": parts,
         "bytes_at_cut": bytes_rows("head output (adapter on the server)", [(crossing.producer, crossing.info)])
         + bytes_rows("tail frontier (adapter on the phone)", [(c.producer, c.info) for c in project.tail_crossings]),
+        "sent": hybrid_link(project, images).as_dict(),
         "machine": _machine(),
         "repeats": repeats,
         "batch": batch,
@@ -120,6 +123,13 @@ def _n(value: Any) -> str:
     return "(" + ", ".join(str(v) for v in value) + ")" if isinstance(value, list) else str(value)
 
 
+def _times(sent: int, other: int) -> str:
+    """'12.5x fewer than' or '2x more than', comparing `sent` bytes with `other`."""
+    if sent <= other:
+        return f"{other / sent:.3g}x fewer than"
+    return f"{sent / other:.3g}x more than"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     batch = report["batch"]
     lines = [f"# stitchgen report: {report['name']}", ""]
@@ -144,6 +154,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['tensor']} | {_n(row['shape'])} | {_n(row['float32'])} | {_n(row['float16'])} | {_n(row['int8'])} |"
             )
+    sent = report.get("sent")
+    if sent:
+        lines += [
+            "",
+            f"Sent per image ({sent['sent']}): {sent['bytes']:,} bytes, "
+            f"{_times(sent['bytes'], sent['float32_cut'])} the float32 cut ({sent['float32_cut']:,} bytes) "
+            f"and {_times(sent['bytes'], sent['jpeg']['bytes'])} the input image as JPEG "
+            f"({sent['jpeg']['bytes']:,} bytes, {sent['jpeg']['how']}).",
+        ]
     lines += [
         "",
         (
