@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.errors import StitchgenError
-from codegen.frontend.spec import (
-    ModelSource,
-    ModelSpec,
-    StitchSpec,
-    load_spec,
-    parse_source,
-    spec_from_data,
-)
+from codegen.frontend.spec import ModelSource, ModelSpec, StitchSpec, load_spec, parse_source, spec_from_data
 from codegen.write import Stale
 
 SpecLike = str | os.PathLike | Mapping[str, Any]
@@ -79,22 +72,16 @@ def check(spec: SpecLike, *, style: str | None = None, output_dir: str | os.Path
     return check_files(files_for(loaded), loaded.output_dir)
 
 
-def model_source(
-    model: str | ModelSource, kwargs: Mapping[str, Any] | None = None
-) -> ModelSource:
+def model_source(model: str | ModelSource, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
     """MODEL as the commands take it (keras.applications.NAME, a model file, module:function, a spec)."""
     if isinstance(model, ModelSource):
         return model
     if model.endswith(".toml"):
         loaded = load_spec(Path(model))
         if not isinstance(loaded, ModelSpec):
-            raise StitchgenError(
-                "inspect takes a single-model spec; inspect the [head] or [tail] source instead"
-            )
+            raise StitchgenError("inspect takes a single-model spec; inspect the [head] or [tail] source instead")
         return loaded.model
-    return parse_source(
-        model, kwargs=dict(kwargs or {}), base_dir=Path("."), where="MODEL"
-    )
+    return parse_source(model, kwargs=dict(kwargs or {}), base_dir=Path("."), where="MODEL")
 
 
 def analyse(model: str | ModelSource, kwargs: Mapping[str, Any] | None = None):
@@ -107,9 +94,7 @@ def analyse(model: str | ModelSource, kwargs: Mapping[str, Any] | None = None):
     return CutAnalysis(introspect(load_model(source), custom_objects(source)).graph)
 
 
-def inspect(
-    model: str | ModelSource, *, kwargs: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def inspect(model: str | ModelSource, *, kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per layer: index, name, class, output_shape, params, cut (a single-tensor cut point).
 
     `model` is keras.applications.NAME, a .keras/.h5 file, module:function, or a spec .toml.
@@ -117,9 +102,7 @@ def inspect(
     return layer_rows(analyse(model, kwargs))
 
 
-def cuts(
-    model: str | ModelSource, *, kwargs: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def cuts(model: str | ModelSource, *, kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The single-tensor cut points, each row with its output shape and stride."""
     return layer_rows(analyse(model, kwargs), cuts_only=True)
 
@@ -191,8 +174,4 @@ def frontier_rows(analysis: Any, position: int | str) -> dict[str, Any]:
         }
         for c in analysis.frontier(resolved)
     ]
-    return {
-        "position": resolved,
-        "layer": analysis.layers[resolved].name,
-        "frontier": rows,
-    }
+    return {"position": resolved, "layer": analysis.layers[resolved].name, "frontier": rows}

@@ -37,15 +37,9 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="stitchgen")
-@click.option(
-    "--verbose",
-    is_flag=True,
-    help="Show TensorFlow's start-up logs and whole error messages.",
-)
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's start-up logs and whole error messages.")
 def main(verbose: bool) -> None:
     """Generate standalone Keras source, weight-porting scripts and stitched hybrids.
 
@@ -63,17 +57,13 @@ def _model_source(model: str, kwargs_json: str | None, option: str = "--kwargs")
     from codegen.api import model_source
 
     if model.endswith(".toml") and kwargs_json:
-        raise StitchgenError(
-            f"{option} does not apply to a spec file; edit its [model] kwargs"
-        )
+        raise StitchgenError(f"{option} does not apply to a spec file; edit its [model] kwargs")
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except json.JSONDecodeError as exc:
         raise StitchgenError(f"{option} is not valid JSON: {exc.msg}") from None
     if not isinstance(kwargs, dict):
-        raise StitchgenError(
-            f"{option} must be a JSON object, e.g. '{{\"input_shape\": [224, 224, 3]}}'"
-        )
+        raise StitchgenError(f"{option} must be a JSON object, e.g. '{{\"input_shape\": [224, 224, 3]}}'")
     return model_source(model, kwargs)
 
 
@@ -89,16 +79,9 @@ def _shape(shape: tuple) -> str:
     metavar="JSON",
     help="Constructor arguments as JSON, e.g. '{\"input_shape\": [224, 224, 3]}'.",
 )
+@click.option("--cuts", is_flag=True, help="List only the single-tensor cut points, with shape and stride.")
 @click.option(
-    "--cuts",
-    is_flag=True,
-    help="List only the single-tensor cut points, with shape and stride.",
-)
-@click.option(
-    "--frontier",
-    "frontier_at",
-    metavar="POS",
-    help="Print the tensors crossing a cut at POS (index or layer name).",
+    "--frontier", "frontier_at", metavar="POS", help="Print the tensors crossing a cut at POS (index or layer name)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
@@ -108,12 +91,7 @@ def _shape(shape: tuple) -> str:
 )
 @user_errors
 def inspect(
-    model: str,
-    kwargs_json: str | None,
-    cuts: bool,
-    frontier_at: str | None,
-    as_json: bool,
-    plot: str | None,
+    model: str, kwargs_json: str | None, cuts: bool, frontier_at: str | None, as_json: bool, plot: str | None
 ) -> None:
     """Print one row per layer of MODEL: index, name, class, output shape, params.
 
@@ -127,18 +105,14 @@ def inspect(
     if plot:
         from codegen.products.diagram import model_dot, render
 
-        producers = {
-            analysis.frontier(p)[0].producer for p in analysis.single_tensor_cuts()
-        }
+        producers = {analysis.frontier(p)[0].producer for p in analysis.single_tensor_cuts()}
         click.echo(f"wrote {render(model_dot(graph, producers), Path(plot))}", err=True)
     if frontier_at is not None:
         found = frontier_rows(analysis, frontier_at)
         if as_json:
             click.echo(json.dumps(found, indent=2))
             return
-        click.echo(
-            f"frontier after layer {found['position']} ({found['layer']}): {len(found['frontier'])} tensor(s)"
-        )
+        click.echo(f"frontier after layer {found['position']} ({found['layer']}): {len(found['frontier'])} tensor(s)")
         for row in found["frontier"]:
             click.echo(
                 f"  {row['tensor']:<32} {_shape(tuple(row['shape'])):<22} produced at layer {row['produced_at']}"
@@ -162,15 +136,9 @@ def inspect(
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
 @click.option(
-    "--output-dir",
-    type=click.Path(file_okay=False),
-    help="Where to write (default: the spec's output_dir).",
-)
-@click.option(
-    "--check",
-    is_flag=True,
-    help="Write nothing; exit 1 with a diff if a file is stale or was edited by hand.",
+    "--check", is_flag=True, help="Write nothing; exit 1 with a diff if a file is stale or was edited by hand."
 )
 @click.option(
     "--style",
@@ -184,9 +152,7 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
     from codegen.generate import generate_files
     from codegen.write import check_files, write_files
 
-    files, out_dir = generate_files(
-        Path(spec), style, Path(output_dir) if output_dir else None
-    )
+    files, out_dir = generate_files(Path(spec), style, Path(output_dir) if output_dir else None)
     if check:
         problems = check_files(files, out_dir)
         for problem in problems:
@@ -204,30 +170,14 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of Markdown.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the report to this file instead of stdout.")
 @click.option(
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write the report to this file instead of stdout.",
+    "--repeats", type=click.IntRange(0), default=10, show_default=True, help="Timed runs per part (0: skip timing)."
 )
 @click.option(
-    "--repeats",
-    type=click.IntRange(0),
-    default=10,
-    show_default=True,
-    help="Timed runs per part (0: skip timing).",
+    "--batch-size", type=click.IntRange(1), default=8, show_default=True, help="The larger batch timed besides batch 1."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1),
-    default=8,
-    show_default=True,
-    help="The larger batch timed besides batch 1.",
-)
-@click.option(
-    "--diagram",
-    metavar="PREFIX",
-    help="Also draw the hybrid to PREFIX.svg and PREFIX.png (needs Graphviz).",
-)
+@click.option("--diagram", metavar="PREFIX", help="Also draw the hybrid to PREFIX.svg and PREFIX.png (needs Graphviz).")
 @click.option(
     "--images",
     type=click.Path(file_okay=False),
@@ -236,13 +186,7 @@ def generate(spec: str, output_dir: str | None, check: bool, style: str | None) 
 )
 @user_errors
 def report(
-    spec: str,
-    as_json: bool,
-    output: str | None,
-    repeats: int,
-    batch_size: int,
-    diagram: str | None,
-    images: str | None,
+    spec: str, as_json: bool, output: str | None, repeats: int, batch_size: int, diagram: str | None, images: str | None
 ) -> None:
     """Parameters, MACs, output shapes and latency per part, and bytes per image at the cut.
 
@@ -258,9 +202,7 @@ def report(
         from codegen.products.hybrid import StitchProject
 
         project = StitchProject.from_spec(loaded)
-        result = stitch_report(
-            project, repeats, batch_size, None if images is None else Path(images)
-        )
+        result = stitch_report(project, repeats, batch_size, None if images is None else Path(images))
         if diagram:
             from codegen.products.diagram import hybrid_dot, render
 
@@ -273,16 +215,12 @@ def report(
                 "--diagram draws a stitched hybrid; for one model use stitchgen inspect MODEL --plot FILE"
             )
         if images:
-            raise StitchgenError(
-                "--images compares what a hybrid sends with the photo; this spec has one model"
-            )
+            raise StitchgenError("--images compares what a hybrid sends with the photo; this spec has one model")
         result = model_report(ModelProject.from_spec(loaded), repeats, batch_size)
     text = json.dumps(result, indent=2) + "\n" if as_json else render_markdown(result)
     if output:
         target = Path(output)
-        write_files(
-            {target.name: text}, target.parent if str(target.parent) else Path(".")
-        )
+        write_files({target.name: text}, target.parent if str(target.parent) else Path("."))
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
@@ -290,17 +228,8 @@ def report(
 
 @main.command("export")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option(
-    "--weights",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The hybrid's weights (.weights.h5).",
-)
-@click.option(
-    "--output-dir",
-    type=click.Path(file_okay=False),
-    help="Where to write (default: the spec's output_dir).",
-)
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The hybrid's weights (.weights.h5).")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write (default: the spec's output_dir).")
 @click.option(
     "--calibration",
     type=click.Path(file_okay=False),
@@ -309,9 +238,7 @@ def report(
     "calibrated on them, and report its agreement on every 5th image, held out.  [default: none]",
 )
 @user_errors
-def export_command(
-    spec: str, weights: str, output_dir: str | None, calibration: str | None
-) -> None:
+def export_command(spec: str, weights: str, output_dir: str | None, calibration: str | None) -> None:
     """Write the phone side as TFLite (float32 and dynamic-range int8) and the server side as .keras.
 
     The adapter goes with the tail unless the spec says [adapter] side = "phone"; a
@@ -447,11 +374,7 @@ def plan(
     if plot_path:
         click.echo(f"wrote {planning.plot(result, Path(plot_path))}", err=True)
     click.echo(
-        (
-            json.dumps(result.as_dict(), indent=2) + "\n"
-            if as_json
-            else planning.render_text(result)
-        ),
+        (json.dumps(result.as_dict(), indent=2) + "\n" if as_json else planning.render_text(result)),
         nl=False,
     )
 
@@ -469,9 +392,7 @@ def _weighted_model(source, weights: str):
             # Keras prints "Downloading data from ..." on stdout, which belongs to --json
             with contextlib.redirect_stdout(sys.stderr):
                 return constructor(weights="imagenet", **source.kwargs)
-        except (
-            Exception
-        ) as exc:  # noqa: BLE001 - downloads, h5py and Keras raise many kinds
+        except Exception as exc:  # noqa: BLE001 - downloads, h5py and Keras raise many kinds
             raise StitchgenError.wrapping(
                 f"cannot load imagenet weights for {source.source}",
                 exc,
@@ -482,9 +403,7 @@ def _weighted_model(source, weights: str):
         try:
             model.load_weights(weights)
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
-            raise StitchgenError.wrapping(
-                f"cannot load weights {weights!r}", exc
-            ) from None
+            raise StitchgenError.wrapping(f"cannot load weights {weights!r}", exc) from None
     return model
 
 
@@ -507,63 +426,25 @@ def _preprocess_function(source) -> Callable:
 
 
 @main.command()
-@click.option(
-    "--head",
-    "head_model",
-    required=True,
-    metavar="MODEL",
-    help="The network to cut the head from.",
-)
-@click.option(
-    "--tail",
-    "tail_model",
-    required=True,
-    metavar="MODEL",
-    help="The network to take the tail from.",
-)
-@click.option(
-    "--head-kwargs", metavar="JSON", help="Constructor arguments of the head network."
-)
-@click.option(
-    "--tail-kwargs", metavar="JSON", help="Constructor arguments of the tail network."
-)
+@click.option("--head", "head_model", required=True, metavar="MODEL", help="The network to cut the head from.")
+@click.option("--tail", "tail_model", required=True, metavar="MODEL", help="The network to take the tail from.")
+@click.option("--head-kwargs", metavar="JSON", help="Constructor arguments of the head network.")
+@click.option("--tail-kwargs", metavar="JSON", help="Constructor arguments of the tail network.")
 @click.option(
     "--images",
     type=click.Path(exists=True),
     help="Calibration images (a directory or .npz): rank by least-squares residual.",
 )
 @click.option(
-    "--head-weights",
-    default="imagenet",
-    show_default=True,
-    help="With --images: imagenet, a weights file, or none.",
+    "--head-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none."
 )
 @click.option(
-    "--tail-weights",
-    default="imagenet",
-    show_default=True,
-    help="With --images: imagenet, a weights file, or none.",
+    "--tail-weights", default="imagenet", show_default=True, help="With --images: imagenet, a weights file, or none."
 )
-@click.option(
-    "--top",
-    type=click.IntRange(1),
-    default=10,
-    show_default=True,
-    help="How many pairs to print.",
-)
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many pairs to print.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
-def suggest(
-    head_model,
-    tail_model,
-    head_kwargs,
-    tail_kwargs,
-    images,
-    head_weights,
-    tail_weights,
-    top,
-    as_json,
-) -> None:
+def suggest(head_model, tail_model, head_kwargs, tail_kwargs, images, head_weights, tail_weights, top, as_json) -> None:
     """Rank (head cut, tail start) pairs: shape compatibility, bytes at the cut, head cost.
 
     With --images, the normalised residual of a least-squares linear adapter fitted
@@ -572,63 +453,35 @@ def suggest(
     from codegen.frontend.introspect import introspect
     from codegen.frontend.load import custom_objects
     from codegen.planning.cuts import CutAnalysis
-    from codegen.products.suggest import (
-        candidates,
-        count_images,
-        image_batches,
-        rank,
-        residuals,
-        spread,
-    )
+    from codegen.products.suggest import candidates, count_images, image_batches, rank, residuals, spread
 
     head_source = _model_source(head_model, head_kwargs, "--head-kwargs")
     tail_source = _model_source(tail_model, tail_kwargs, "--tail-kwargs")
     head_net = _weighted_model(head_source, head_weights if images else "none")
     head = CutAnalysis(introspect(head_net, custom_objects(head_source)).graph)
     found = candidates(
-        head,
-        CutAnalysis(
-            introspect(
-                _weighted_model(tail_source, "none"), custom_objects(tail_source)
-            ).graph
-        ),
+        head, CutAnalysis(introspect(_weighted_model(tail_source, "none"), custom_objects(tail_source)).graph)
     )
     if not found:
-        raise StitchgenError(
-            "no pair of single-tensor spatial cuts found between these two networks"
-        )
+        raise StitchgenError("no pair of single-tensor spatial cuts found between these two networks")
     ranked = spread(rank(found), top)
     if images:
         tail_net = _weighted_model(tail_source, tail_weights)
         head_net = _weighted_model(head_source, head_weights)
-        sizes = [
-            tuple(head_net.inputs[0].shape[1:3]),
-            tuple(tail_net.inputs[0].shape[1:3]),
-        ]
-        head_pre, tail_pre = _preprocess_function(head_source), _preprocess_function(
-            tail_source
-        )
+        sizes = [tuple(head_net.inputs[0].shape[1:3]), tuple(tail_net.inputs[0].shape[1:3])]
+        head_pre, tail_pre = _preprocess_function(head_source), _preprocess_function(tail_source)
         total = count_images(Path(images), limit=512)
 
         def batches():
-            for head_x, tail_x in image_batches(
-                Path(images), sizes, limit=512, batch_size=4
-            ):
+            for head_x, tail_x in image_batches(Path(images), sizes, limit=512, batch_size=4):
                 yield head_pre(head_x), tail_pre(tail_x)
 
-        with click.progressbar(
-            length=total, label="least squares over --images", file=sys.stderr
-        ) as bar:
+        with click.progressbar(length=total, label="least squares over --images", file=sys.stderr) as bar:
             residuals(ranked, head_net, tail_net, batches(), progress=bar.update)
         ranked = rank(ranked)
     rows = [c.row() for c in ranked[:top]]
     if as_json:
-        click.echo(
-            json.dumps(
-                {"ranked_by": "residual" if images else "shape", "pairs": rows},
-                indent=2,
-            )
-        )
+        click.echo(json.dumps({"ranked_by": "residual" if images else "shape", "pairs": rows}, indent=2))
         return
     click.echo(
         f"{'rank':>4}  {'head cut':<28} {'tail start':<28} {'head -> tail':<30} {'penalty':>7} {'bytes f32':>11} {'head MACs':>14} {'residual':>9}"

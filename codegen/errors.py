@@ -17,18 +17,11 @@ class StitchgenError(Exception):
         self.detail = detail
 
     @classmethod
-    def wrapping(
-        cls, message: str, exc: BaseException, hint: str = ""
-    ) -> StitchgenError:
+    def wrapping(cls, message: str, exc: BaseException, hint: str = "") -> StitchgenError:
         """`message: <first line of exc><hint>`, with the whole of `exc` kept for --verbose."""
         text = str(exc).strip()
-        more = (
-            " (--verbose shows the whole message)" if len(text.splitlines()) > 1 else ""
-        )
-        return cls(
-            f"{message}: {first_line(exc)}{hint}{more}",
-            detail=f"{type(exc).__name__}: {text}",
-        )
+        more = " (--verbose shows the whole message)" if len(text.splitlines()) > 1 else ""
+        return cls(f"{message}: {first_line(exc)}{hint}{more}", detail=f"{type(exc).__name__}: {text}")
 
 
 def first_line(exc: BaseException) -> str:

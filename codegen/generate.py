@@ -44,9 +44,7 @@ def import_generated(project, prefix: str = "_stitchgen_"):
     name = project.spec.name
     with tempfile.TemporaryDirectory() as tmp:
         write_files(project.files(), Path(tmp))
-        spec = importlib.util.spec_from_file_location(
-            prefix + name, Path(tmp) / f"{name}.py"
-        )
+        spec = importlib.util.spec_from_file_location(prefix + name, Path(tmp) / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)

@@ -55,9 +55,7 @@ def _locked(out_dir: Path) -> Iterator[None]:
     """
     try:
         import fcntl
-    except (
-        ImportError
-    ):  # not POSIX: the journal still makes each run whole, runs are not serialised
+    except ImportError:  # not POSIX: the journal still makes each run whole, runs are not serialised
         yield
         return
     descriptor = os.open(out_dir, os.O_RDONLY)
@@ -83,9 +81,7 @@ def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StitchgenError(
-            f"cannot create output directory {str(out_dir)!r}: {exc.strerror}"
-        ) from None
+        raise StitchgenError(f"cannot create output directory {str(out_dir)!r}: {exc.strerror}") from None
     with _locked(out_dir):
         try:
             recover(out_dir)
@@ -93,9 +89,7 @@ def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
             staging = _stage(files, out_dir)
         except OSError as exc:
             shutil.rmtree(out_dir / STAGING, ignore_errors=True)
-            raise StitchgenError(
-                f"cannot write to {str(out_dir)!r}: {exc.strerror}; nothing was changed"
-            ) from None
+            raise StitchgenError(f"cannot write to {str(out_dir)!r}: {exc.strerror}; nothing was changed") from None
         except BaseException:
             shutil.rmtree(out_dir / STAGING, ignore_errors=True)
             raise
@@ -118,9 +112,7 @@ def _stage(files: dict[str, str], out_dir: Path) -> Path:
         os.chmod(path, regular_file_mode())
     journal = staging / (JOURNAL + ".tmp")
     journal.write_text(json.dumps({"files": list(files)}), encoding="utf-8")
-    os.replace(
-        journal, staging / JOURNAL
-    )  # committed: from here on the set is installed, whatever happens
+    os.replace(journal, staging / JOURNAL)  # committed: from here on the set is installed, whatever happens
     return staging
 
 
@@ -153,9 +145,7 @@ def _keep(target: Path, backup: Path) -> None:
 
 
 def _roll_back(moved: list[str], out_dir: Path, staging: Path) -> None:
-    (staging / JOURNAL).unlink(
-        missing_ok=True
-    )  # no roll forward of a set that was abandoned
+    (staging / JOURNAL).unlink(missing_ok=True)  # no roll forward of a set that was abandoned
     for name in reversed(moved):
         old = staging / _OLD / name
         if old.exists():
@@ -220,23 +210,8 @@ def check_files(files: dict[str, str], out_dir: Path) -> list[Stale]:
         problems.append(Stale(path, reason, diff))
     tokens = {name: set_token(text) for name, text in on_disk.items()}
     if len(set(tokens.values())) > 1:
-        listing = ", ".join(
-            f"{name} has {token or 'no token'}"
-            for name, token in sorted(tokens.items())
-        )
-        problems.append(
-            Stale(
-                out_dir,
-                f"a mixed set: files from different generations ({listing})",
-                "",
-            )
-        )
+        listing = ", ".join(f"{name} has {token or 'no token'}" for name, token in sorted(tokens.items()))
+        problems.append(Stale(out_dir, f"a mixed set: files from different generations ({listing})", ""))
     if (out_dir / STAGING).exists():
-        problems.append(
-            Stale(
-                out_dir / STAGING,
-                "an interrupted write (the next generate finishes it)",
-                "",
-            )
-        )
+        problems.append(Stale(out_dir / STAGING, "an interrupted write (the next generate finishes it)", ""))
     return problems

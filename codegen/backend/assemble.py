@@ -19,14 +19,7 @@ from typing import Any
 
 from codegen import __version__
 from codegen.backend.format import format_source
-from codegen.backend.header import (
-    PLACEHOLDER,
-    SET_PLACEHOLDER,
-    SET_PREFIX,
-    fill_set_token,
-    stamp,
-    token_of,
-)
+from codegen.backend.header import PLACEHOLDER, SET_PLACEHOLDER, SET_PREFIX, fill_set_token, stamp, token_of
 from codegen.backend.literals import Expr, doc_text, render
 from codegen.frontend.custom import class_source
 from codegen.ir.graph import Graph
@@ -41,10 +34,7 @@ def sort_imports(lines: Iterable[str]) -> list[Expr]:
         if line.startswith("from "):
             module, names = line[len("from ") :].split(" import ")
             merged.setdefault(module, set()).add(names)
-    froms = [
-        f"from {module} import {', '.join(sorted(merged[module]))}"
-        for module in sorted(merged)
-    ]
+    froms = [f"from {module} import {', '.join(sorted(merged[module]))}" for module in sorted(merged)]
     return [Expr(line) for line in plain + froms]
 
 
@@ -64,14 +54,10 @@ class ModuleParts:
 
     imports: list[Expr] = field(default_factory=list)
     classes: list[Expr] = field(default_factory=list)
-    custom_names: list[tuple[str, Expr]] = field(
-        default_factory=list
-    )  # (name literal, class name)
+    custom_names: list[tuple[str, Expr]] = field(default_factory=list)  # (name literal, class name)
 
 
-def module_parts(
-    graphs: Iterable[Graph], uses_ops: bool, customs: dict[type, str], package: str
-) -> ModuleParts:
+def module_parts(graphs: Iterable[Graph], uses_ops: bool, customs: dict[type, str], package: str) -> ModuleParts:
     """Imports fed by what the code uses, and the custom classes' source (with their imports)."""
     graphs = list(graphs)
     imports = {"import keras"}
@@ -105,11 +91,7 @@ def regenerate_command(spec: Any) -> str:
     command = f"stitchgen generate {Path(os.path.relpath(spec.spec_path.resolve(), root)).as_posix()}"
     if spec.output_dir_given:
         command += f" --output-dir {Path(os.path.relpath(spec.output_dir.resolve(), root)).as_posix()}"
-    return (
-        command
-        if spec.style == spec.declared_style
-        else f"{command} --style {spec.style}"
-    )
+    return command if spec.style == spec.declared_style else f"{command} --style {spec.style}"
 
 
 def header_context(spec: Any, token: str | None) -> dict[str, Any]:
@@ -125,14 +107,10 @@ def header_context(spec: Any, token: str | None) -> dict[str, Any]:
     }
 
 
-Draft = Callable[
-    [str | None], str
-]  # set token (None for the module itself) -> template output
+Draft = Callable[[str | None], str]  # set token (None for the module itself) -> template output
 
 
-def assemble_set(
-    module_file: str, module: Draft, scripts: dict[str, Draft]
-) -> dict[str, str]:
+def assemble_set(module_file: str, module: Draft, scripts: dict[str, Draft]) -> dict[str, str]:
     """File name -> final text for a model module and the scripts that import it."""
     draft = format_source(module(None))
     token = token_of(draft)

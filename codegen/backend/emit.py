@@ -13,9 +13,7 @@ __all__ = ["STYLES", "emit_functions"]
 
 
 def emit_functions(
-    module_names: Namespace,
-    jobs: list[tuple[Any, str, str, list[str] | None]],
-    style: str,
+    module_names: Namespace, jobs: list[tuple[Any, str, str, list[str] | None]], style: str
 ) -> tuple[EmittedGraph, list[Function]]:
     """(emitted functions, helper functions) for `jobs` = (graph, function name, doc, params or None).
 
@@ -37,8 +35,6 @@ def emit_functions(
         helpers = emitter.helpers
     mains = [job[1] for job in jobs]
     functions = emitter.result.functions
-    ordered = [f for f in functions if f.name not in mains] + [
-        f for name in mains for f in functions if f.name == name
-    ]
+    ordered = [f for f in functions if f.name not in mains] + [f for name in mains for f in functions if f.name == name]
     emitter.result.functions = ordered
     return emitter.result, helpers

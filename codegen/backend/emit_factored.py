@@ -13,13 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from codegen.backend.emit_graph import (
-    Function,
-    GraphEmitter,
-    function_end,
-    op_name_collisions,
-    render_op,
-)
+from codegen.backend.emit_graph import Function, GraphEmitter, function_end, op_name_collisions, render_op
 from codegen.backend.literals import Expr, doc_text, render, render_call
 from codegen.ir.graph import Graph, TensorRef, call_counts, consumer_counts, tensor_refs
 from codegen.ir.naming import Namespace, to_identifier
@@ -52,14 +46,10 @@ MAX_POSITIONAL = 2  # helper arguments passed by position; more go by keyword
 class StepItem:
     step: Step
     comment: str | None = None
-    guard: str | None = (
-        None  # a helper parameter: the step runs only when it is not None
-    )
+    guard: str | None = None  # a helper parameter: the step runs only when it is not None
 
 
-def _merge_optional_tails(
-    groups: dict[tuple, list], instance_of, base_of, order
-) -> None:
+def _merge_optional_tails(groups: dict[tuple, list], instance_of, base_of, order) -> None:
     """Fold each group whose instances are another's minus a trailing activation into that group.
 
     `block8_10` is `block8_1` without its final Activation: one helper with
@@ -74,9 +64,7 @@ def _merge_optional_tails(
         if not optional_tail(first.steps, base_of(members[0])):
             continue
         merged = sorted(members + groups[short], key=order)
-        if not names_fit(
-            [instance_of(m) for m in merged], [base_of(m) for m in merged]
-        ):
+        if not names_fit([instance_of(m) for m in merged], [base_of(m) for m in merged]):
             continue
         groups[key] = merged
         del groups[short]
@@ -116,11 +104,7 @@ def _value(value: Any) -> Any:
 def _stage_name(block: Block) -> str:
     """What a stage comment calls a block: its layers' common name (`conv2d_1`), else its stem."""
     prefix = common_stem([call.op for call in block.calls]) or ""
-    return (
-        prefix
-        if prefix and prefix.startswith(block.stem or "")
-        else (block.stem or prefix)
-    )
+    return prefix if prefix and prefix.startswith(block.stem or "") else (block.stem or prefix)
 
 
 def _shape_text(graph: Graph, ref: TensorRef) -> str:
@@ -136,13 +120,7 @@ class FactoredEmitter(GraphEmitter):
         self.helpers: list[Function] = []
         self._jobs: list[_Job] = []
 
-    def add(
-        self,
-        graph: Graph,
-        function_name: str,
-        doc: str,
-        params: list[str] | None = None,
-    ) -> None:
+    def add(self, graph: Graph, function_name: str, doc: str, params: list[str] | None = None) -> None:
         self._jobs.append(_Job(graph, function_name, doc, params))
 
     def run(self) -> None:
@@ -163,9 +141,7 @@ class FactoredEmitter(GraphEmitter):
                     self.emit_part(job.graph, job.function, job.doc, job.params)
                 continue
             body = self._main_body(job)
-            self.result.functions.append(
-                Function(job.function, job.doc, body, job.params or [])
-            )
+            self.result.functions.append(Function(job.function, job.doc, body, job.params or []))
 
     # ------------------------------------------------------------ discovery
 
@@ -183,35 +159,24 @@ class FactoredEmitter(GraphEmitter):
                 instance = None
                 if _eligible(block, graph, collide, uses):
                     steps = [step_of(c, graph.ops[c.op]) for c in block.calls]
-                    instance = Instance(
-                        steps, block.inputs, block.outputs, {}, block.stem
-                    )
+                    instance = Instance(steps, block.inputs, block.outputs, {}, block.stem)
                     key = signature(steps, block.inputs, Name(None, block.stem))
-                    groups.setdefault(key, []).append(
-                        (len(order), job, block, instance)
-                    )
+                    groups.setdefault(key, []).append((len(order), job, block, instance))
                     order.append(instance)
                 entries.append((block, instance))
             per_job[id(job)] = entries
 
-        _merge_optional_tails(
-            groups, lambda m: m[3], lambda m: Name(None, m[3].stem), lambda m: m[0]
-        )
+        _merge_optional_tails(groups, lambda m: m[3], lambda m: Name(None, m[3].stem), lambda m: m[0])
         motifs: list[Motif] = []
         chosen: dict[int, Motif] = {}
         for members in groups.values():
             if len(members) < 2:
                 continue
             instances = [m[3] for m in members]
-            hint = (
-                stem_name([i.stem for i in instances])
-                or pattern_name(instances[0].steps[:3]) + "_block"
-            )
+            hint = stem_name([i.stem for i in instances]) or pattern_name(instances[0].steps[:3]) + "_block"
             helper = self.module_names.name(hint)
             names = _param_names(self.module_names)
-            motif = parameterize(
-                "block", instances, [Name(None, i.stem) for i in instances], names
-            )
+            motif = parameterize("block", instances, [Name(None, i.stem) for i in instances], names)
             motif.helper = helper
             motifs.append(motif)
             for inst in instances:
@@ -238,12 +203,7 @@ class FactoredEmitter(GraphEmitter):
     def _chain_motifs(self, jobs: list[_Job], block_motifs: list[Motif]) -> list[Motif]:
         consumers = consumer_counts(c for job in jobs for c in job.graph.calls)
         graph_outputs = {ref for job in jobs for ref in tensor_refs(job.graph.outputs)}
-        shared = {
-            op
-            for job in jobs
-            for op, count in call_counts(job.graph.calls).items()
-            if count > 1
-        }
+        shared = {op for job in jobs for op, count in call_counts(job.graph.calls).items() if count > 1}
 
         sequences: list[list[Item]] = [job.items for job in jobs]
         bodies = {id(m): _body_items(m) for m in block_motifs}
@@ -259,16 +219,12 @@ class FactoredEmitter(GraphEmitter):
                     inputs = tensor_refs((steps[0].call.args, steps[0].call.kwargs))
                     outputs = [TensorRef(steps[-1].call.id, 0)]
                     inst = Instance(steps, inputs, outputs, {}, steps[0].name.text())
-                    groups.setdefault(
-                        signature(steps, inputs, steps[0].name), []
-                    ).append((seq_index, k, end, inst))
+                    groups.setdefault(signature(steps, inputs, steps[0].name), []).append((seq_index, k, end, inst))
                     k = end
                 else:
                     k += 1
 
-        _merge_optional_tails(
-            groups, lambda m: m[3], lambda m: m[3].steps[0].name, lambda m: (m[0], m[1])
-        )
+        _merge_optional_tails(groups, lambda m: m[3], lambda m: m[3].steps[0].name, lambda m: (m[0], m[1]))
         motifs: list[Motif] = []
         replacements: dict[int, list[tuple[int, int, CallItem]]] = {}
         for members in groups.values():
@@ -276,32 +232,16 @@ class FactoredEmitter(GraphEmitter):
                 continue
             instances = [m[3] for m in members]
             hint = pattern_name(instances[0].steps)
-            helper = self.module_names.name(
-                hint if hint not in self._block_params else hint + "_layers"
-            )
+            helper = self.module_names.name(hint if hint not in self._block_params else hint + "_layers")
             motif = parameterize(
-                "chain",
-                instances,
-                [i.steps[0].name for i in instances],
-                _param_names(self.module_names),
+                "chain", instances, [i.steps[0].name for i in instances], _param_names(self.module_names)
             )
             motif.helper = helper
             motifs.append(motif)
             for seq_index, start, end, inst in members:
                 # stage comments are placed after factoring: a comment inside the chain moves to its call
-                comment = next(
-                    (
-                        c
-                        for c in (
-                            sequences[seq_index][i].comment for i in range(start, end)
-                        )
-                        if c
-                    ),
-                    None,
-                )
-                replacements.setdefault(seq_index, []).append(
-                    (start, end, CallItem(motif, inst, comment))
-                )
+                comment = next((c for c in (sequences[seq_index][i].comment for i in range(start, end)) if c), None)
+                replacements.setdefault(seq_index, []).append((start, end, CallItem(motif, inst, comment)))
 
         for seq_index, items in enumerate(sequences):
             spans = sorted(replacements.get(seq_index, []), key=lambda r: r[0])
@@ -324,19 +264,11 @@ class FactoredEmitter(GraphEmitter):
     def _helper(self, motif: Motif) -> Function:
         items = motif.body_items or _body_items(motif)
         reserved = {"keras", "layers", "ops"} | self.module_names.used()
-        inputs = (
-            ["x"]
-            if len(motif.inputs) == 1
-            else [f"x{i}" for i in range(len(motif.inputs))]
-        )
+        inputs = ["x"] if len(motif.inputs) == 1 else [f"x{i}" for i in range(len(motif.inputs))]
         params = _ordered_params(motif, inputs)
         allocator = _Allocator(reserved | {p.split("=")[0] for p in params}, self)
         body = allocator.emit(
-            items,
-            dict(zip(motif.inputs, inputs)),
-            protected=set(),
-            outputs=motif.outputs,
-            trunk_var="x",
+            items, dict(zip(motif.inputs, inputs)), protected=set(), outputs=motif.outputs, trunk_var="x"
         )
         body.append(f"return {allocator.variables[motif.outputs[0]]}")
         first, last = motif.instances[0].stem, motif.instances[-1].stem
@@ -349,11 +281,7 @@ class FactoredEmitter(GraphEmitter):
 
     def _main_body(self, job: _Job) -> list[str]:
         graph = job.graph
-        reserved = (
-            {"keras", "layers", "ops", "model", "x"}
-            | self.module_names.used()
-            | set(job.params or ())
-        )
+        reserved = {"keras", "layers", "ops", "model", "x"} | self.module_names.used() | set(job.params or ())
         allocator = _Allocator(reserved, self, graph)
         variables: dict[TensorRef, str] = {}
         items = job.items
@@ -361,19 +289,9 @@ class FactoredEmitter(GraphEmitter):
             for param, ref in zip(job.params, tensor_refs(graph.inputs)):
                 variables[ref] = param
             input_calls = {r.call for r in tensor_refs(graph.inputs)}
-            items = [
-                i
-                for i in items
-                if not (isinstance(i, StepItem) and i.step.call.id in input_calls)
-            ]
+            items = [i for i in items if not (isinstance(i, StepItem) and i.step.call.id in input_calls)]
         protected = {r for r in tensor_refs(graph.inputs)}
-        body = allocator.emit(
-            items,
-            variables,
-            protected=protected,
-            outputs=tensor_refs(graph.outputs),
-            trunk_var="x",
-        )
+        body = allocator.emit(items, variables, protected=protected, outputs=tensor_refs(graph.outputs), trunk_var="x")
         return body + function_end(graph, allocator.variables, job.params is not None)
 
 
@@ -394,10 +312,7 @@ def _ordered_params(motif: Motif, inputs: list[str]) -> list[str]:
 
 
 def _param_names(module_names: Namespace):
-    local = Namespace(
-        reserved={"x", "name", "keras", "layers", "ops", "i"} | module_names.used(),
-        parent=module_names,
-    )
+    local = Namespace(reserved={"x", "name", "keras", "layers", "ops", "i"} | module_names.used(), parent=module_names)
 
     def names(hint: str) -> str:
         return local.name(hint)
@@ -405,15 +320,8 @@ def _param_names(module_names: Namespace):
     return names
 
 
-def _eligible(
-    block: Block, graph: Graph, collide: set[str], uses: dict[str, int]
-) -> bool:
-    if (
-        block.stem is None
-        or len(block.inputs) != 1
-        or len(block.outputs) != 1
-        or len(block.calls) < 2
-    ):
+def _eligible(block: Block, graph: Graph, collide: set[str], uses: dict[str, int]) -> bool:
+    if block.stem is None or len(block.inputs) != 1 or len(block.outputs) != 1 or len(block.calls) < 2:
         return False
     for call in block.calls:
         op = graph.ops[call.op]
@@ -425,12 +333,7 @@ def _eligible(
 def _chain_end(items: list[Item], k: int, consumers, graph_outputs, shared) -> int:
     """One past the last step of the chain starting at `items[k]` (k + 1 if none)."""
     first = items[k]
-    if (
-        not isinstance(first, StepItem)
-        or first.guard
-        or first.step.op.kind != "layer"
-        or first.step.name is None
-    ):
+    if not isinstance(first, StepItem) or first.guard or first.step.op.kind != "layer" or first.step.name is None:
         return k + 1
     if first.step.op.name in shared:
         return k + 1
@@ -482,9 +385,7 @@ def _with_loops(items: list[Item]) -> list[Item]:
             run.append(nxt)
         loop = None
         params = [p.name for p in item.motif.params]
-        while (
-            loop is None and len(run) >= MIN_LOOP
-        ):  # the longest prefix that a loop reproduces
+        while loop is None and len(run) >= MIN_LOOP:  # the longest prefix that a loop reproduces
             loop = fit_loop([r.instance for r in run], params)
             if loop is None:
                 run.pop()
@@ -504,9 +405,7 @@ def _with_loops(items: list[Item]) -> list[Item]:
 class _Allocator:
     """Names the values of one function body, reusing `x` for the trunk like keras.applications."""
 
-    def __init__(
-        self, reserved: set[str], emitter: FactoredEmitter, graph: Graph | None = None
-    ) -> None:
+    def __init__(self, reserved: set[str], emitter: FactoredEmitter, graph: Graph | None = None) -> None:
         self.names = Namespace(reserved=reserved, parent=emitter.module_names)
         self.emitter = emitter
         self.graph = graph
@@ -539,22 +438,16 @@ class _Allocator:
             produced = _produced(item)
             dying = {r for r in consumed if last_use.get(r) == k and r not in protected}
             live -= dying
-            kept = [
-                r for r in produced if last_use.get(r, -1) > k and r not in protected
-            ]
+            kept = [r for r in produced if last_use.get(r, -1) > k and r not in protected]
             live |= set(kept)
             targets = []
             for ref in produced:
-                if (
-                    isinstance(item, StepItem) and item.guard
-                ):  # skipped, the input is the result: one variable
+                if isinstance(item, StepItem) and item.guard:  # skipped, the input is the result: one variable
                     self.variables[ref] = self.variables[consumed[0]]
                     self.holders[self.variables[ref]] = ref
                     targets.append(self.variables[ref])
                     continue
-                targets.append(
-                    self._target(ref, item, consumed, dying, live, protected, trunk_var)
-                )
+                targets.append(self._target(ref, item, consumed, dying, live, protected, trunk_var))
             if item.comment:
                 lines.append(f"# {doc_text(item.comment)}")
             lines += self._render(item, targets)
@@ -565,21 +458,12 @@ class _Allocator:
             name = self.names.name(_hint(item, ref))
         elif live == {ref}:
             name = trunk_var
-        elif (
-            len(consumed) == 1
-            and consumed[0] in dying
-            and self.variables[consumed[0]] != trunk_var
-        ):
+        elif len(consumed) == 1 and consumed[0] in dying and self.variables[consumed[0]] != trunk_var:
             name = self.variables[consumed[0]]
         else:
             hint = to_identifier(_hint(item, ref))
             holder = self.holders.get(hint)
-            if (
-                holder is not None
-                and holder not in live
-                and holder not in protected
-                and hint != trunk_var
-            ):
+            if holder is not None and holder not in live and holder not in protected and hint != trunk_var:
                 name = hint  # the previous value of this name is dead: reuse it, as hand-written code does
             else:
                 name = self.names.name(hint)
@@ -596,10 +480,7 @@ class _Allocator:
             before: list[str] = []
             expr = self._step(item.step, before)
             if item.guard:
-                return before + [
-                    f"if {item.guard} is not None:",
-                    f"    {target} = {expr}",
-                ]
+                return before + [f"if {item.guard} is not None:", f"    {target} = {expr}"]
             return before + [f"{target} = {expr}"]
         if isinstance(item, CallItem):
             args = [self._ref(r) for r in item.instance.inputs]
@@ -636,23 +517,17 @@ class _Allocator:
         if op.kind == "input":
             return render_call(op.callee, (), op.args)
         if op.kind == "op":
-            return render_op(
-                op, call, slots, self._ref, self.collide, self.emitter.result
-            )
+            return render_op(op, call, slots, self._ref, self.collide, self.emitter.result)
         callee = self._layer(step, slots, before)
         return render_call(callee, call.args, call.kwargs, self._ref)
 
     def _layer(self, step: Step, slots: dict[str, Any], before: list[str]) -> str:
         op = step.op
-        if op.kind == "model" or (
-            self.graph is not None and self.calls_of[op.name] > 1
-        ):
+        if op.kind == "model" or (self.graph is not None and self.calls_of[op.name] > 1):
             assert self.graph is not None
             if op.name not in self.objects:
                 # shared layers and nested models: defined once, called by variable
-                var = self.names.name(
-                    op.name + "_layer" if op.kind == "layer" else op.name
-                )
+                var = self.names.name(op.name + "_layer" if op.kind == "layer" else op.name)
                 self.objects[op.name] = var
                 before.append(f"{var} = {self.emitter.constructor(op, self.graph)}")
             return self.objects[op.name]
@@ -673,9 +548,7 @@ def _consumed(item: Item) -> list[TensorRef]:
 
 def _produced(item: Item) -> list[TensorRef]:
     if isinstance(item, StepItem):
-        return [
-            TensorRef(item.step.call.id, i) for i in range(len(item.step.call.outputs))
-        ]
+        return [TensorRef(item.step.call.id, i) for i in range(len(item.step.call.outputs))]
     if isinstance(item, CallItem):
         return list(item.instance.outputs)
     return list(item.instances[-1].outputs)
@@ -686,9 +559,7 @@ def _hint(item: Item, ref: TensorRef) -> str:
         step = item.step
         text = step.name.suffix if step.name is not None else step.op.name
         adapter_branch = ADAPTER_BRANCH.match(text)
-        if (
-            adapter_branch
-        ):  # the adapter's layers of branch k hold one value: `branch_k`
+        if adapter_branch:  # the adapter's layers of branch k hold one value: `branch_k`
             return "branch_" + adapter_branch.group(1)
         if "branch_" in text:
             rest = text.split("branch_", 1)[1]

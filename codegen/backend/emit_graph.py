@@ -11,24 +11,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from codegen.backend.literals import (
-    DocText,
-    Expr,
-    doc_text,
-    render,
-    render_call,
-    render_subscript,
-)
+from codegen.backend.literals import DocText, Expr, doc_text, render, render_call, render_subscript
 from codegen.frontend.publicapi import to_snake_case
-from codegen.ir.graph import (
-    Call,
-    Graph,
-    Op,
-    TensorRef,
-    call_counts,
-    map_refs,
-    tensor_refs,
-)
+from codegen.ir.graph import Call, Graph, Op, TensorRef, call_counts, map_refs, tensor_refs
 from codegen.ir.naming import Namespace, to_identifier
 
 NAME_OP_HELPER = '''
@@ -57,9 +42,7 @@ class Function:
         """The parameter list as written in `def name(...)`: identifiers, some with rendered defaults."""
         for param in self.params:
             if param != "*" and not param.partition("=")[0].isidentifier():
-                raise ValueError(
-                    f"parameter {param!r} of {self.name} is not an identifier"
-                )
+                raise ValueError(f"parameter {param!r} of {self.name} is not an identifier")
         return Expr(", ".join(self.params))
 
     @property
@@ -92,9 +75,7 @@ class GraphEmitter:
         self.result.functions.append(Function(function_name, doc, body))
         return function_name
 
-    def emit_part(
-        self, graph: Graph, function_name: str, doc: str, params: list[str]
-    ) -> str:
+    def emit_part(self, graph: Graph, function_name: str, doc: str, params: list[str]) -> str:
         """A function taking the graph's input tensors as `params` and returning its outputs.
 
         Stitched models call these parts to build one flat functional model.
@@ -104,17 +85,11 @@ class GraphEmitter:
         return function_name
 
     def _body(self, graph: Graph, params: list[str] | None = None) -> list[str]:
-        for (
-            op
-        ) in (
-            graph.ops.values()
-        ):  # builder names first, so no local variable shadows one
+        for op in graph.ops.values():  # builder names first, so no local variable shadows one
             if op.kind == "model":
                 self.module_names.name("build_" + op.name, key=(id(graph), op.name))
         names = Namespace(
-            reserved={"keras", "layers", "ops", "model"}
-            | set(self.module_names.used())
-            | set(params or ()),
+            reserved={"keras", "layers", "ops", "model"} | set(self.module_names.used()) | set(params or ()),
             parent=self.module_names,
         )
         variables: dict[TensorRef, str] = {}
@@ -140,14 +115,10 @@ class GraphEmitter:
             if op.kind == "input":
                 body.append(f"{target} = {render_call(op.callee, (), op.args)}")
             elif op.kind == "op":
-                body.append(
-                    f"{target} = {render_op(op, call, op.args, ref, collide, self.result)}"
-                )
+                body.append(f"{target} = {render_op(op, call, op.args, ref, collide, self.result)}")
             else:
                 callee = self._layer_object(graph, op, names, objects, body)
-                body.append(
-                    f"{target} = {render_call(callee, call.args, call.kwargs, ref)}"
-                )
+                body.append(f"{target} = {render_call(callee, call.args, call.kwargs, ref)}")
             for i, var in enumerate(outputs):
                 variables[TensorRef(call.id, i)] = var
 
@@ -159,14 +130,7 @@ class GraphEmitter:
             self._call_counts[id(graph)] = call_counts(graph.calls)
         return self._call_counts[id(graph)]
 
-    def _layer_object(
-        self,
-        graph: Graph,
-        op: Op,
-        names: Namespace,
-        objects: dict[str, str],
-        body: list[str],
-    ) -> str:
+    def _layer_object(self, graph: Graph, op: Op, names: Namespace, objects: dict[str, str], body: list[str]) -> str:
         """The expression to call: inline constructor, or a variable for shared layers and models."""
         if op.name in objects:
             return objects[op.name]
@@ -182,9 +146,7 @@ class GraphEmitter:
     def constructor(self, op: Op, graph: Graph) -> str:
         if op.kind == "model":
             assert op.subgraph is not None
-            builder = self.module_names.name(
-                "build_" + op.name, key=(id(graph), op.name)
-            )
+            builder = self.module_names.name("build_" + op.name, key=(id(graph), op.name))
             self.emit(op.subgraph, builder, f"The nested model {doc_text(op.name)}.")
             return f"{builder}()"
         positional = [op.args[k] for k in op.positional]
@@ -195,11 +157,7 @@ class GraphEmitter:
         items = []
         for call in graph.calls:
             op = graph.ops[call.op]
-            items.append(
-                render_call(op.callee, (), op.args)
-                if op.kind == "input"
-                else self.constructor(op, graph)
-            )
+            items.append(render_call(op.callee, (), op.args) if op.kind == "input" else self.constructor(op, graph))
         listing = "[" + ", ".join(items) + ",]"
         model = f"keras.Sequential({listing}, name={render(graph.name)})"
         if graph.trainable:
@@ -207,9 +165,7 @@ class GraphEmitter:
         return [f"model = {model}", "model.trainable = False", "return model"]
 
 
-def render_op(
-    op: Op, call: Call, arguments: dict, ref, collide: set[str], result: EmittedGraph
-) -> str:
+def render_op(op: Op, call: Call, arguments: dict, ref, collide: set[str], result: EmittedGraph) -> str:
     """A `keras.ops` call (or a subscript) as an expression, named through `_name_op` where its name could collide."""
     result.uses_ops = True
     if op.callee == "[]":
@@ -222,17 +178,13 @@ def render_op(
     return expr
 
 
-def function_end(
-    graph: Graph, variables: dict[TensorRef, str], part: bool
-) -> list[str]:
+def function_end(graph: Graph, variables: dict[TensorRef, str], part: bool) -> list[str]:
     """The last statements of a builder: the outputs of a part, or the `keras.Model` (frozen when the source was)."""
     inputs = render(map_refs(graph.inputs, lambda r: Expr(variables[r])))
     outputs = render(map_refs(graph.outputs, lambda r: Expr(variables[r])))
     if part:
         return [f"return {outputs}"]
-    model = (
-        f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
-    )
+    model = f"keras.Model(inputs={inputs}, outputs={outputs}, name={render(graph.name)})"
     if graph.trainable:
         return [f"return {model}"]
     return [f"model = {model}", "model.trainable = False", "return model"]

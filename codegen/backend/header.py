@@ -34,9 +34,7 @@ def stamp(text: str) -> str:
     if not match:
         raise ValueError("generated text has no hash placeholder")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return (
-        text[: match.start()] + f"stitchgen-hash: sha256:{digest}" + text[match.end() :]
-    )
+    return text[: match.start()] + f"stitchgen-hash: sha256:{digest}" + text[match.end() :]
 
 
 def hash_matches(text: str) -> bool:

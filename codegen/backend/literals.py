@@ -70,9 +70,7 @@ def _render(value: Any, ref: Callable[[TensorRef], str] | None = None) -> str:
         return "..."
     if isinstance(value, tuple):
         items = [render(v, ref) for v in value]
-        return (
-            "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
-        )
+        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
     if isinstance(value, list):
         return "[" + ", ".join(render(v, ref) for v in value) + "]"
     if isinstance(value, (set, frozenset)):
@@ -108,10 +106,7 @@ def render_call(
 def render_subscript(key: Any, ref: Callable[[TensorRef], str] | None = None) -> str:
     """The inside of `x[...]`, as Python writes it: `:, 1:3` rather than slice objects."""
     items = key if isinstance(key, tuple) else (key,)
-    rendered = [
-        _render_slice(k, ref, bare=True) if isinstance(k, slice) else render(k, ref)
-        for k in items
-    ]
+    rendered = [_render_slice(k, ref, bare=True) if isinstance(k, slice) else render(k, ref) for k in items]
     if isinstance(key, tuple) and len(items) == 1:
         return rendered[0] + ","
     return ", ".join(rendered) if rendered else "()"
@@ -135,11 +130,7 @@ def render_fstring(prefix: str, index: Expr, suffix: str) -> Literal:
     the rest, so only `index` is evaluated.
     """
     text = (
-        prefix.replace("{", "{{").replace("}", "}}")
-        + "{"
-        + index
-        + "}"
-        + suffix.replace("{", "{{").replace("}", "}}")
+        prefix.replace("{", "{{").replace("}", "}}") + "{" + index + "}" + suffix.replace("{", "{{").replace("}", "}}")
     )
     return Literal("f" + repr(text))
 

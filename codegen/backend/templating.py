@@ -38,19 +38,13 @@ def only_rendered(value: Any) -> Any:
     if isinstance(value, str):
         if value.isidentifier() and value.isascii():
             return value
-        raise UnrenderedText(
-            f"template value {value[:60]!r} was not rendered by codegen.backend.literals"
-        )
+        raise UnrenderedText(f"template value {value[:60]!r} was not rendered by codegen.backend.literals")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise UnrenderedText(
-        f"template value of type {type(value).__name__} was not rendered by codegen.backend.literals"
-    )
+    raise UnrenderedText(f"template value of type {type(value).__name__} was not rendered by codegen.backend.literals")
 
 
-def _build_source(
-    fn: str, kind: str, source_var: str, kwargs_var: str, builder_dir_literal: Literal
-) -> Expr:
+def _build_source(fn: str, kind: str, source_var: str, kwargs_var: str, builder_dir_literal: Literal) -> Expr:
     """The `build_*_source(weights)` function of a port or training script, for one source kind."""
     return render_template(
         "_build_source.py.jinja",
@@ -75,9 +69,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
         finalize=only_rendered,
     )
-    env.globals["runtime"] = lambda name: Expr(
-        inline(name)
-    )  # a runtime module's code, inlined
+    env.globals["runtime"] = lambda name: Expr(inline(name))  # a runtime module's code, inlined
     env.globals["build_source"] = _build_source
     return env
 

@@ -58,11 +58,7 @@ def _leading_positional(cls: type, args: dict[str, Any]) -> tuple[str, ...]:
         return ()
     leading = []
     for p in params:
-        if (
-            p.kind != p.POSITIONAL_OR_KEYWORD
-            or p.default is not p.empty
-            or p.name not in args
-        ):
+        if p.kind != p.POSITIONAL_OR_KEYWORD or p.default is not p.empty or p.name not in args:
             break
         leading.append(p.name)
     return tuple(leading)
@@ -70,9 +66,7 @@ def _leading_positional(cls: type, args: dict[str, Any]) -> tuple[str, ...]:
 
 def _differing(a: dict[str, Any], b: dict[str, Any], keys) -> list[str]:
     missing = object()
-    return [
-        k for k in keys if normalize(a.get(k, missing)) != normalize(b.get(k, missing))
-    ]
+    return [k for k in keys if normalize(a.get(k, missing)) != normalize(b.get(k, missing))]
 
 
 def reduced_keys(cls: type, config: dict[str, Any]) -> tuple[str, ...]:
@@ -88,16 +82,12 @@ def reduced_keys(cls: type, config: dict[str, Any]) -> tuple[str, ...]:
         base = cls.from_config({**{k: config[k] for k in required}, **named})
         keep = set(required) | set(_differing(config, base.get_config(), keys))
         for _ in range(3):  # put back whatever the reduced call does not rebuild
-            probe = cls.from_config(
-                {**{k: config[k] for k in keys if k in keep}, **named}
-            )
+            probe = cls.from_config({**{k: config[k] for k in keys if k in keep}, **named})
             wrong = set(_differing(config, probe.get_config(), keys)) - keep
             if not wrong:
                 break
             keep |= wrong
-    except (
-        Exception
-    ):  # noqa: BLE001 - a class that cannot be probed keeps every argument
+    except Exception:  # noqa: BLE001 - a class that cannot be probed keeps every argument
         keep = set(keys)
     result = tuple(k for k in keys if k in keep)
     _cache[cache_key] = result
@@ -140,9 +130,7 @@ def _serialized_to_spec(value: dict[str, Any], custom_names: dict[type, str]) ->
     return ObjectSpec(callee, args)
 
 
-def constructor_args(
-    layer: Any, custom_names: dict[type, str]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+def constructor_args(layer: Any, custom_names: dict[type, str]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Non-default constructor arguments of `layer` (name last) and which read positionally."""
     cls = type(layer)
     config = layer.get_config()

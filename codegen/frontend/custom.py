@@ -31,9 +31,7 @@ class CustomClassSource:
 
 
 def _public_module(module_name: str) -> str | None:
-    if module_name == "keras" or (
-        module_name.startswith("keras.") and not module_name.startswith("keras.src")
-    ):
+    if module_name == "keras" or (module_name.startswith("keras.") and not module_name.startswith("keras.src")):
         return module_name
     if module_name.startswith("keras.src."):
         candidate = "keras." + module_name[len("keras.src.") :]
@@ -50,9 +48,7 @@ def _public_module(module_name: str) -> str | None:
 def _import_line(local: str, module: str) -> str:
     if "." in module:
         parent, last = module.rsplit(".", 1)
-        return f"from {parent} import {last}" + (
-            "" if last == local else f" as {local}"
-        )
+        return f"from {parent} import {last}" + ("" if last == local else f" as {local}")
     return f"import {module}" + ("" if module == local else f" as {local}")
 
 
@@ -71,9 +67,7 @@ def _free_names(tree: ast.AST) -> set[str]:
     return loaded - bound
 
 
-def class_source(
-    cls: type, name: str, package: str, emitted: set[type]
-) -> CustomClassSource:
+def class_source(cls: type, name: str, package: str, emitted: set[type]) -> CustomClassSource:
     """The source of `cls` ready to paste into a generated module."""
     import keras
 
@@ -96,9 +90,7 @@ def class_source(
         if free in emitted_by_name or hasattr(builtins, free):
             continue
         if free not in module_globals:
-            raise StitchgenError(
-                f"custom class {cls.__qualname__} uses {free!r}, which stitchgen cannot resolve"
-            )
+            raise StitchgenError(f"custom class {cls.__qualname__} uses {free!r}, which stitchgen cannot resolve")
         obj = module_globals[free]
         if inspect.ismodule(obj):
             public = _public_module(obj.__name__)
@@ -117,9 +109,7 @@ def class_source(
             )
         module, attr = path.rsplit(".", 1)
         module = "keras." + module if not module.startswith("keras") else module
-        imports.add(
-            f"from {module} import {attr}" + ("" if attr == free else f" as {free}")
-        )
+        imports.add(f"from {module} import {attr}" + ("" if attr == free else f" as {free}"))
 
     registered = keras.saving.get_registered_name(cls)
     reg_package, _, reg_name = registered.rpartition(">")

@@ -22,9 +22,7 @@ from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef
 @dataclass
 class Introspection:
     graph: Graph
-    custom_classes: dict[type, str] = field(
-        default_factory=dict
-    )  # class -> emitted name
+    custom_classes: dict[type, str] = field(default_factory=dict)  # class -> emitted name
 
 
 class _Context:
@@ -38,9 +36,7 @@ class _Context:
             same_name = [c for c, n in self.custom_classes.items() if n == cls.__name__]
             # a copy of the same class (e.g. re-registered by a generated module) is the same class
             if same_name and same_name[0].__module__ == cls.__module__:
-                raise StitchgenError(
-                    f"two different custom classes are both named {cls.__name__!r}; rename one"
-                )
+                raise StitchgenError(f"two different custom classes are both named {cls.__name__!r}; rename one")
             if not same_name:
                 self.custom_classes[cls] = cls.__name__
             return cls.__name__
@@ -53,15 +49,11 @@ def _source(cls: type) -> str | None:
         lines = inspect.getsource(cls).splitlines()
     except (OSError, TypeError):
         return None
-    start = next(
-        (i for i, line in enumerate(lines) if line.lstrip().startswith("class ")), 0
-    )
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("class ")), 0)
     return "\n".join(line.strip() for line in lines[start:])
 
 
-def introspect(
-    model: Any, custom_objects: dict[str, type] | None = None
-) -> Introspection:
+def introspect(model: Any, custom_objects: dict[str, type] | None = None) -> Introspection:
     """The IR of `model`, raising StitchgenError for models stitchgen cannot emit."""
     ctx = _Context(custom_objects or {})
     graph = _graph(model, ctx)
@@ -69,11 +61,7 @@ def introspect(
 
 
 def _is_functional(model: Any) -> bool:
-    return (
-        hasattr(model, "_nodes")
-        and hasattr(model, "_operations")
-        and hasattr(model, "_inputs_struct")
-    )
+    return hasattr(model, "_nodes") and hasattr(model, "_operations") and hasattr(model, "_inputs_struct")
 
 
 def _graph(model: Any, ctx: _Context) -> Graph:
@@ -86,36 +74,20 @@ def _graph(model: Any, ctx: _Context) -> Graph:
                 f"Sequential model {model.name!r} has no input shape; "
                 "start it with keras.Input(shape=...) or build it before generating"
             )
-        return _walk(
-            functional,
-            list(model.layers),
-            ctx,
-            model.name,
-            "sequential",
-            model.trainable,
-        )
+        return _walk(functional, list(model.layers), ctx, model.name, "sequential", model.trainable)
     if not _is_functional(model):
         raise StitchgenError(
             f"{type(model).__name__} is a subclassed model with no functional graph; "
             "rebuild it with the functional API (keras.Model(inputs, outputs)) to generate source"
         )
-    return _walk(
-        model, list(model.layers), ctx, model.name, "functional", model.trainable
-    )
+    return _walk(model, list(model.layers), ctx, model.name, "functional", model.trainable)
 
 
 def _node_key(op: Any, index: int) -> str:
     return f"{id(op)}_ib-{index}"
 
 
-def _walk(
-    model: Any,
-    layer_list: list[Any],
-    ctx: _Context,
-    name: str,
-    kind: str,
-    trainable: bool,
-) -> Graph:
+def _walk(model: Any, layer_list: list[Any], ctx: _Context, name: str, kind: str, trainable: bool) -> Graph:
     from keras import KerasTensor
 
     own = model._nodes
@@ -165,9 +137,7 @@ def _walk(
     def ref(tensor: Any) -> TensorRef:
         key = producer(tensor)
         if key not in call_ids:
-            raise StitchgenError(
-                f"tensor {tensor.name!r} is not produced inside model {name!r}"
-            )
+            raise StitchgenError(f"tensor {tensor.name!r} is not produced inside model {name!r}")
         return TensorRef(call_ids[key], tensor._keras_history.tensor_index)
 
     def to_refs(value: Any) -> Any:
@@ -291,14 +261,7 @@ def _input_op(op: Any, layer_index: int | None) -> Op:
         if config.get(flag):
             args[flag] = True
     args["name"] = op.name
-    return Op(
-        op.name,
-        "input",
-        "keras.Input",
-        args,
-        class_name="InputLayer",
-        layer_index=layer_index,
-    )
+    return Op(op.name, "input", "keras.Input", args, class_name="InputLayer", layer_index=layer_index)
 
 
 def _keras_op(op: Any) -> Op:
@@ -316,18 +279,12 @@ def _keras_op(op: Any) -> Op:
     try:
         config = dict(op.get_config())
     except Exception as exc:  # noqa: BLE001 - a user's op may raise anything
-        raise StitchgenError(
-            f"operation {op.name!r} ({cls.__name__}) cannot be serialized: {exc}"
-        ) from None
+        raise StitchgenError(f"operation {op.name!r} ({cls.__name__}) cannot be serialized: {exc}") from None
     config.pop("name", None)
     params = inspect.signature(getattr(kops, fn_name)).parameters
     args = {}
     for key, value in config.items():
-        if (
-            key in params
-            and params[key].default is not inspect.Parameter.empty
-            and _same(params[key].default, value)
-        ):
+        if key in params and params[key].default is not inspect.Parameter.empty and _same(params[key].default, value):
             continue
         args[key] = value
     return Op(op.name, "op", f"ops.{fn_name}", args, class_name=cls.__name__)
@@ -336,6 +293,4 @@ def _keras_op(op: Any) -> Op:
 def _same(a: Any, b: Any) -> bool:
     from codegen.frontend.arguments import normalize
 
-    return (
-        type(a) is type(b) and normalize(a) == normalize(b) or (a is None and b is None)
-    )
+    return type(a) is type(b) and normalize(a) == normalize(b) or (a is None and b is None)

@@ -35,24 +35,16 @@ def _importable(directory: Path) -> Iterator[None]:
 def import_object(dotted: str, base_dir: Path, what: str) -> Any:
     """`package.module:attr` -> the object, with a one-line error on failure."""
     module_name, _, attr = dotted.partition(":")
-    if (
-        not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module_name)
-        or not attr.isidentifier()
-    ):
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module_name) or not attr.isidentifier():
         raise StitchgenError(f"{what} {dotted!r} is not 'package.module:name'")
     with _importable(base_dir.resolve()):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            raise StitchgenError.wrapping(f"cannot import {what} module {module_name!r}", exc) from None
+        except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
             raise StitchgenError.wrapping(
-                f"cannot import {what} module {module_name!r}", exc
-            ) from None
-        except (
-            Exception
-        ) as exc:  # noqa: BLE001 - a user's module may raise anything on import
-            raise StitchgenError.wrapping(
-                f"importing {what} module {module_name!r} failed: {type(exc).__name__}",
-                exc,
+                f"importing {what} module {module_name!r} failed: {type(exc).__name__}", exc
             ) from None
     if not hasattr(module, attr):
         raise StitchgenError(f"module {module_name!r} has no {what} {attr!r}")
@@ -64,9 +56,7 @@ def custom_objects(source: ModelSource) -> dict[str, type]:
     for dotted in source.custom_objects:
         value = import_object(dotted, source.base_dir, "custom object")
         if not isinstance(value, type):
-            raise StitchgenError(
-                f"custom object {dotted!r} is a {type(value).__name__}, not a layer class"
-            )
+            raise StitchgenError(f"custom object {dotted!r} is a {type(value).__name__}, not a layer class")
         objects[dotted.partition(":")[2]] = value
     return objects
 
@@ -83,9 +73,7 @@ def _imagenet_architecture() -> Iterator[None]:
     """
     import keras
 
-    file_utils = sys.modules[
-        "keras.src.utils.file_utils"
-    ]  # the module the applications call get_file on
+    file_utils = sys.modules["keras.src.utils.file_utils"]  # the module the applications call get_file on
     marker = "stitchgen-architecture-only.weights.h5"
     get_file, load_weights = file_utils.get_file, keras.Model.load_weights
 
@@ -117,17 +105,13 @@ def load_model(source: ModelSource) -> Any:
     try:
         if source.kind == "application":
             constructor = getattr(keras.applications, source.source.rsplit(".", 1)[1])
-            if (
-                source.weights == "imagenet"
-            ):  # the graph the port script's imagenet call builds
+            if source.weights == "imagenet":  # the graph the port script's imagenet call builds
                 with _imagenet_architecture():
                     return constructor(weights="imagenet", **source.kwargs)
             return constructor(weights=None, **source.kwargs)
         if source.kind == "file":
             with keras.saving.custom_object_scope(objects):
-                return keras.saving.load_model(
-                    source.path, compile=False, safe_mode=True
-                )
+                return keras.saving.load_model(source.path, compile=False, safe_mode=True)
         builder = import_object(source.source, source.base_dir, "builder")
         model = builder(**source.kwargs)
     except StitchgenError:
@@ -136,11 +120,7 @@ def load_model(source: ModelSource) -> Any:
         raise StitchgenError.wrapping(f"cannot build {source.source}", exc) from None
     except Exception as exc:  # noqa: BLE001 - builders, h5py and Keras raise many kinds
         verb = "load" if source.kind == "file" else "build"
-        raise StitchgenError.wrapping(
-            f"cannot {verb} {source.source}: {type(exc).__name__}", exc
-        ) from None
+        raise StitchgenError.wrapping(f"cannot {verb} {source.source}: {type(exc).__name__}", exc) from None
     if not isinstance(model, keras.Model):
-        raise StitchgenError(
-            f"builder {source.source} returned {type(model).__name__}, not a keras.Model"
-        )
+        raise StitchgenError(f"builder {source.source} returned {type(model).__name__}, not a keras.Model")
     return model

@@ -29,11 +29,7 @@ def default_preprocess(source: ModelSource) -> str:
         family = importlib.import_module(public)
     except ImportError:
         return "none"
-    return (
-        f"{public}.preprocess_input"
-        if callable(getattr(family, "preprocess_input", None))
-        else "none"
-    )
+    return f"{public}.preprocess_input" if callable(getattr(family, "preprocess_input", None)) else "none"
 
 
 def check_preprocess(path: str, where: str) -> str:

@@ -32,10 +32,7 @@ def _class_table() -> dict[type, str]:
     for module_path, alias in _PUBLIC_MODULES:
         module = importlib.import_module(module_path)
         # the class's own name first, so `MaxPooling2D` wins over its alias `MaxPool2D`
-        attrs = sorted(
-            dir(module),
-            key=lambda a: (a != getattr(getattr(module, a, None), "__name__", None), a),
-        )
+        attrs = sorted(dir(module), key=lambda a: (a != getattr(getattr(module, a, None), "__name__", None), a))
         for attr in attrs:
             if attr.startswith("_"):
                 continue

@@ -17,17 +17,8 @@ from codegen.errors import StitchgenError
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 STYLES = ("factored", "flat")
-ADAPTER_KINDS = (
-    "auto",
-    "linear",
-    "conv",
-    "bottleneck",
-)  # [adapter] kind; planning/adapter.py designs each
-TRANSMIT_PRECISIONS = (
-    "float32",
-    "float16",
-    "int8",
-)  # [adapter] transmit, for kind = "bottleneck"
+ADAPTER_KINDS = ("auto", "linear", "conv", "bottleneck")  # [adapter] kind; planning/adapter.py designs each
+TRANSMIT_PRECISIONS = ("float32", "float16", "int8")  # [adapter] transmit, for kind = "bottleneck"
 MAX_STRIDE = 8
 WEIGHT_KEYWORDS = ("imagenet", "none", "saved")
 # Module names that would shadow what the generated files import (a circular import at run time).
@@ -97,12 +88,8 @@ class ModelSpec:
     spec_path: Path
     output_dir: Path
     style: str = "factored"
-    declared_style: str = (
-        "factored"  # the spec file's own style key (the CLI may override it)
-    )
-    output_dir_given: bool = (
-        False  # True when --output-dir replaced the spec's output_dir
-    )
+    declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
+    output_dir_given: bool = False  # True when --output-dir replaced the spec's output_dir
 
 
 def _fail(spec_path: Path | None, message: str) -> StitchgenError:
@@ -110,34 +97,20 @@ def _fail(spec_path: Path | None, message: str) -> StitchgenError:
     return StitchgenError(where + message)
 
 
-def _check_keys(
-    table: dict[str, Any], allowed: tuple[str, ...], where: str, spec_path: Path
-) -> None:
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, spec_path: Path) -> None:
     for key in table:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
-            hint = (
-                f" (did you mean {close[0]!r}?)"
-                if close
-                else f" (allowed: {', '.join(allowed)})"
-            )
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
             raise _fail(spec_path, f"unknown key {key!r} in {where}{hint}")
 
 
 def check_name(name: Any, spec_path: Path | None) -> str:
-    if (
-        not isinstance(name, str)
-        or not _NAME_RE.fullmatch(name)
-        or keyword.iskeyword(name)
-    ):
-        raise _fail(
-            spec_path,
-            f"name {name!r} must be a lowercase Python module name such as 'my_model'",
-        )
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or keyword.iskeyword(name):
+        raise _fail(spec_path, f"name {name!r} must be a lowercase Python module name such as 'my_model'")
     if name in _SHADOWING:
         raise _fail(
-            spec_path,
-            f"name {name!r} would shadow the {name!r} module the generated files import; pick another",
+            spec_path, f"name {name!r} would shadow the {name!r} module the generated files import; pick another"
         )
     return name
 
@@ -160,21 +133,13 @@ def parse_source(
         raise _fail(spec_path, f"{where} source must be a non-empty string")
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
-        raise _fail(
-            spec_path,
-            f"{where} kwargs must be a table, e.g. kwargs = {{ input_shape = [224, 224, 3] }}",
-        )
+        raise _fail(spec_path, f"{where} kwargs must be a table, e.g. kwargs = {{ input_shape = [224, 224, 3] }}")
     if "weights" in kwargs:
-        raise _fail(
-            spec_path,
-            f"{where} put weights in its own key (weights = ...), not in kwargs",
-        )
+        raise _fail(spec_path, f"{where} put weights in its own key (weights = ...), not in kwargs")
     if (
         isinstance(custom_objects, str)
         or not isinstance(custom_objects, (list, tuple))
-        or not all(
-            isinstance(c, str) and _OBJECT_RE.fullmatch(c) for c in custom_objects
-        )
+        or not all(isinstance(c, str) and _OBJECT_RE.fullmatch(c) for c in custom_objects)
     ):
         raise _fail(
             spec_path,
@@ -188,14 +153,8 @@ def parse_source(
         available = sorted(a for a in dir(keras.applications) if a[:1].isupper())
         if attr not in available:
             close = difflib.get_close_matches(attr, available, n=3)
-            hint = (
-                f"; did you mean {', '.join('keras.applications.' + c for c in close)}?"
-                if close
-                else ""
-            )
-            raise _fail(
-                spec_path, f"{where} keras.applications has no model {attr!r}{hint}"
-            )
+            hint = f"; did you mean {', '.join('keras.applications.' + c for c in close)}?" if close else ""
+            raise _fail(spec_path, f"{where} keras.applications has no model {attr!r}{hint}")
         kind, default_weights = "application", "imagenet"
     elif source.endswith((".keras", ".h5")):
         kind, default_weights = "file", "saved"
@@ -213,52 +172,26 @@ def parse_source(
     if weights is None:
         weights = default_weights
     if not isinstance(weights, str) or not weights:
-        raise _fail(
-            spec_path,
-            f"{where} weights must be a string: imagenet, none, or a weights file",
-        )
+        raise _fail(spec_path, f"{where} weights must be a string: imagenet, none, or a weights file")
     if weights == "imagenet" and kind != "application":
-        raise _fail(
-            spec_path,
-            f'{where} weights "imagenet" exist only for keras.applications sources',
-        )
+        raise _fail(spec_path, f'{where} weights "imagenet" exist only for keras.applications sources')
     if weights == "saved" and kind != "file":
-        raise _fail(
-            spec_path,
-            f'{where} weights "saved" means the weights inside a .keras/.h5 source file',
-        )
+        raise _fail(spec_path, f'{where} weights "saved" means the weights inside a .keras/.h5 source file')
     if weights not in WEIGHT_KEYWORDS and not (base_dir / weights).is_file():
         raise _fail(
             spec_path,
             f"{where} weights file {weights!r} does not exist (relative to {'the spec' if spec_path else 'this folder'}); "
             "give imagenet, none, or an existing weights file",
         )
-    return ModelSource(
-        source,
-        kind,
-        as_keras_values(dict(kwargs)),
-        weights,
-        tuple(custom_objects),
-        base_dir,
-    )
+    return ModelSource(source, kind, as_keras_values(dict(kwargs)), weights, tuple(custom_objects), base_dir)
 
 
-def _source_table(
-    table: Any, where: str, spec_path: Path, extra: tuple[str, ...] = ()
-) -> ModelSource:
+def _source_table(table: Any, where: str, spec_path: Path, extra: tuple[str, ...] = ()) -> ModelSource:
     if not isinstance(table, dict):
         raise _fail(spec_path, f"{where} must be a table")
-    _check_keys(
-        table,
-        ("source", "kwargs", "weights", "custom_objects") + extra,
-        where,
-        spec_path,
-    )
+    _check_keys(table, ("source", "kwargs", "weights", "custom_objects") + extra, where, spec_path)
     if "source" not in table:
-        raise _fail(
-            spec_path,
-            f'{where} needs a source, e.g. source = "keras.applications.MobileNet"',
-        )
+        raise _fail(spec_path, f'{where} needs a source, e.g. source = "keras.applications.MobileNet"')
     return parse_source(
         table["source"],
         kwargs=table.get("kwargs"),
@@ -278,9 +211,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise _fail(path, f"not valid TOML: {exc}") from None
     except RecursionError:
-        raise _fail(
-            path, "not a spec: its tables or arrays are nested too deeply"
-        ) from None
+        raise _fail(path, "not a spec: its tables or arrays are nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -299,29 +230,15 @@ class StitchSpec:
     tail_trainable: bool = False
     adapter_trainable: bool = True
     style: str = "factored"
-    declared_style: str = (
-        "factored"  # the spec file's own style key (the CLI may override it)
-    )
-    output_dir_given: bool = (
-        False  # True when --output-dir replaced the spec's output_dir
-    )
-    adapter_side: str = (
-        "server"  # where `stitchgen export` puts the adapter: "server" or "phone"
-    )
-    head_preprocess: str | None = (
-        None  # dotted function path or "none"; None: the source family's
-    )
+    declared_style: str = "factored"  # the spec file's own style key (the CLI may override it)
+    output_dir_given: bool = False  # True when --output-dir replaced the spec's output_dir
+    adapter_side: str = "server"  # where `stitchgen export` puts the adapter: "server" or "phone"
+    head_preprocess: str | None = None  # dotted function path or "none"; None: the source family's
     tail_preprocess: str | None = None
-    classes: int | None = (
-        None  # [tail] classes: a new N-way classifier replaces the tail's own
-    )
+    classes: int | None = None  # [tail] classes: a new N-way classifier replaces the tail's own
     class_names: tuple[str, ...] | None = None  # when [tail] classes lists the names
-    tail_trainable_from: int | str | None = (
-        None  # [tail] trainable_from: unfreeze this tail layer and the rest
-    )
-    bottleneck: Bottleneck | None = (
-        None  # [adapter] kind = "bottleneck": what the phone sends
-    )
+    tail_trainable_from: int | str | None = None  # [tail] trainable_from: unfreeze this tail layer and the rest
+    bottleneck: Bottleneck | None = None  # [adapter] kind = "bottleneck": what the phone sends
 
 
 @dataclass(frozen=True)
@@ -344,10 +261,7 @@ def _classes(table: dict, spec_path: Path) -> tuple[int | None, tuple[str, ...] 
     hint = 'a number of classes (classes = 3) or their names (classes = ["cat", "dog", "fox"])'
     if isinstance(value, list):
         if not all(isinstance(v, str) and v and v.isprintable() for v in value):
-            raise _fail(
-                spec_path,
-                f"[tail] classes must be {hint}; the names must be non-empty printable strings",
-            )
+            raise _fail(spec_path, f"[tail] classes must be {hint}; the names must be non-empty printable strings")
         if len(set(value)) != len(value):
             raise _fail(spec_path, "[tail] classes lists a name twice")
         names: tuple[str, ...] | None = tuple(value)
@@ -357,10 +271,7 @@ def _classes(table: dict, spec_path: Path) -> tuple[int | None, tuple[str, ...] 
     else:
         raise _fail(spec_path, f"[tail] classes must be {hint}; got {value!r}")
     if not 2 <= count <= MAX_CLASSES:
-        raise _fail(
-            spec_path,
-            f"[tail] classes must be between 2 and {MAX_CLASSES:,}; got {count}",
-        )
+        raise _fail(spec_path, f"[tail] classes must be between 2 and {MAX_CLASSES:,}; got {count}")
     return count, names
 
 
@@ -368,9 +279,7 @@ def _preprocess(table: dict, where: str, spec_path: Path) -> str | None:
     if "preprocess" not in table:
         return None
     value = table["preprocess"]
-    if not isinstance(value, str) or not (
-        value == "none" or re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value)
-    ):
+    if not isinstance(value, str) or not (value == "none" or re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value)):
         raise _fail(
             spec_path,
             f"{where} preprocess must be a dotted function path such as "
@@ -395,15 +304,8 @@ def _flag(table: dict, key: str, default: bool, where: str, spec_path: Path) -> 
     return value
 
 
-def _load_stitch(
-    data: dict, spec_path: Path, name: str, output_dir: Path, style: str
-) -> StitchSpec:
-    _check_keys(
-        data,
-        ("name", "output_dir", "style", "head", "tail", "adapter"),
-        "the spec",
-        spec_path,
-    )
+def _load_stitch(data: dict, spec_path: Path, name: str, output_dir: Path, style: str) -> StitchSpec:
+    _check_keys(data, ("name", "output_dir", "style", "head", "tail", "adapter"), "the spec", spec_path)
     for table in ("head", "tail"):
         if table not in data:
             raise _fail(spec_path, f"a stitch spec needs a [{table}] table")
@@ -411,33 +313,17 @@ def _load_stitch(
     adapter = data.get("adapter", {})
     if not isinstance(adapter, dict):
         raise _fail(spec_path, "[adapter] must be a table")
-    _check_keys(
-        adapter,
-        ("kind", "trainable", "side", "channels", "transmit", "stride"),
-        "[adapter]",
-        spec_path,
-    )
+    _check_keys(adapter, ("kind", "trainable", "side", "channels", "transmit", "stride"), "[adapter]", spec_path)
     side = adapter.get("side", "server")
     if side not in ("server", "phone"):
-        raise _fail(
-            spec_path,
-            f'[adapter] side {side!r} must be "server" (with the tail) or "phone" (with the head)',
-        )
+        raise _fail(spec_path, f'[adapter] side {side!r} must be "server" (with the tail) or "phone" (with the head)')
     kind = adapter.get("kind", "auto")
     if kind not in ADAPTER_KINDS:
-        raise _fail(
-            spec_path,
-            f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(ADAPTER_KINDS)}",
-        )
+        raise _fail(spec_path, f"[adapter] kind {kind!r} does not exist; choose one of {', '.join(ADAPTER_KINDS)}")
     bottleneck = _bottleneck(adapter, kind, spec_path)
-    head = _source_table(
-        head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess")
-    )
+    head = _source_table(head_table, "[head]", spec_path, extra=("cut", "trainable", "preprocess"))
     tail = _source_table(
-        tail_table,
-        "[tail]",
-        spec_path,
-        extra=("start", "trainable", "preprocess", "classes", "trainable_from"),
+        tail_table, "[tail]", spec_path, extra=("start", "trainable", "preprocess", "classes", "trainable_from")
     )
     classes, class_names = _classes(tail_table, spec_path)
     return StitchSpec(
@@ -459,9 +345,7 @@ def _load_stitch(
         classes=classes,
         class_names=class_names,
         tail_trainable_from=(
-            _position(tail_table, "trainable_from", "[tail]", spec_path)
-            if "trainable_from" in tail_table
-            else None
+            _position(tail_table, "trainable_from", "[tail]", spec_path) if "trainable_from" in tail_table else None
         ),
         bottleneck=bottleneck,
     )
@@ -475,10 +359,7 @@ def _bottleneck(adapter: dict, kind: str, spec_path: Path) -> Bottleneck | None:
     given = [key for key in ("channels", "transmit", "stride") if key in adapter]
     if kind != "bottleneck":
         if given:
-            raise _fail(
-                spec_path,
-                f'[adapter] {given[0]} applies only to kind = "bottleneck", not {kind!r}',
-            )
+            raise _fail(spec_path, f'[adapter] {given[0]} applies only to kind = "bottleneck", not {kind!r}')
         return None
     if "side" in adapter:
         raise _fail(
@@ -487,32 +368,18 @@ def _bottleneck(adapter: dict, kind: str, spec_path: Path) -> Bottleneck | None:
             "on the server; remove side",
         )
     if "channels" not in adapter:
-        raise _fail(
-            spec_path,
-            '[adapter] kind = "bottleneck" needs channels = N, the width of what the phone sends',
-        )
+        raise _fail(spec_path, '[adapter] kind = "bottleneck" needs channels = N, the width of what the phone sends')
     channels = adapter["channels"]
     if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-        raise _fail(
-            spec_path,
-            f"[adapter] channels must be a whole number of at least 1; got {channels!r}",
-        )
+        raise _fail(spec_path, f"[adapter] channels must be a whole number of at least 1; got {channels!r}")
     transmit = adapter.get("transmit", "int8")
     if transmit not in TRANSMIT_PRECISIONS:
         raise _fail(
-            spec_path,
-            f"[adapter] transmit {transmit!r} is not one of {', '.join(map(repr, TRANSMIT_PRECISIONS))}",
+            spec_path, f"[adapter] transmit {transmit!r} is not one of {', '.join(map(repr, TRANSMIT_PRECISIONS))}"
         )
     stride = adapter.get("stride", 1)
-    if (
-        isinstance(stride, bool)
-        or not isinstance(stride, int)
-        or not 1 <= stride <= MAX_STRIDE
-    ):
-        raise _fail(
-            spec_path,
-            f"[adapter] stride must be a whole number from 1 to {MAX_STRIDE}; got {stride!r}",
-        )
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= MAX_STRIDE:
+        raise _fail(spec_path, f"[adapter] stride must be a whole number from 1 to {MAX_STRIDE}; got {stride!r}")
     return Bottleneck(channels, transmit, stride)
 
 
@@ -525,10 +392,7 @@ def load_spec(
 
 
 def spec_from_data(
-    data: dict[str, Any],
-    spec_path: Path,
-    style: str | None = None,
-    output_dir: str | Path | None = None,
+    data: dict[str, Any], spec_path: Path, style: str | None = None, output_dir: str | Path | None = None
 ) -> ModelSpec | StitchSpec:
     """A spec from its parsed TOML `data`, as if read from `spec_path` (relative paths start at its folder)."""
     if not isinstance(data, dict):
@@ -538,9 +402,7 @@ def spec_from_data(
         name = check_name(data.get("name"), spec_path)
         out, chosen = _output_dir_and_style(data, spec_path, style, output_dir)
         stitch = _load_stitch(data, spec_path, name, out, chosen)
-        return dataclasses.replace(
-            stitch, declared_style=data.get("style", "factored"), output_dir_given=given
-        )
+        return dataclasses.replace(stitch, declared_style=data.get("style", "factored"), output_dir_given=given)
     _check_keys(data, ("name", "output_dir", "style", "model"), "the spec", spec_path)
     if "name" not in data:
         raise _fail(spec_path, 'the spec needs a name, e.g. name = "my_model"')
@@ -568,13 +430,9 @@ def _output_dir_and_style(
         raise _fail(spec_path, "output_dir must be a path string, relative to the spec")
     declared_style = data.get("style", "factored")
     if not isinstance(declared_style, str) or declared_style not in STYLES:
-        raise _fail(
-            spec_path, f"style {declared_style!r} is not one of {', '.join(STYLES)}"
-        )
+        raise _fail(spec_path, f"style {declared_style!r} is not one of {', '.join(STYLES)}")
     chosen = override or declared_style
     if chosen not in STYLES:
         raise _fail(spec_path, f"style {chosen!r} is not one of {', '.join(STYLES)}")
-    out = (
-        Path(output_dir) if output_dir is not None else spec_path.parent / declared_dir
-    )
+    out = Path(output_dir) if output_dir is not None else spec_path.parent / declared_dir
     return out, chosen

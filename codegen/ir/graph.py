@@ -59,9 +59,7 @@ class Op:
     subgraph: Graph | None = None
     custom_class: str | None = None  # name of an emitted custom class
     source_name: str | None = None  # the name in the source model, when renamed
-    fresh: bool = (
-        False  # not in the source (a new classifier): initialised, never ported
-    )
+    fresh: bool = False  # not in the source (a new classifier): initialised, never ported
 
 
 @dataclass
@@ -98,9 +96,7 @@ class Graph:
 
 def consumer_counts(calls: Iterable[Call]) -> Counter[TensorRef]:
     """How many times each tensor is an argument of `calls` (a tensor used twice by one call counts twice)."""
-    return Counter(
-        ref for call in calls for ref in tensor_refs((call.args, call.kwargs))
-    )
+    return Counter(ref for call in calls for ref in tensor_refs((call.args, call.kwargs)))
 
 
 def call_counts(calls: Iterable[Call]) -> Counter[str]:

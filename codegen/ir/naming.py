@@ -29,9 +29,7 @@ class Namespace:
     already holds (a nested model's builder is named while its caller's body is emitted).
     """
 
-    def __init__(
-        self, reserved: set[str] | None = None, parent: Namespace | None = None
-    ) -> None:
+    def __init__(self, reserved: set[str] | None = None, parent: Namespace | None = None) -> None:
         self._used = set(_RESERVED) | set(reserved or ())
         self._by_key: dict[object, str] = {}
         self._parent = parent

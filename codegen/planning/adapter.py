@@ -19,9 +19,9 @@ phone runs everything before the transmission, the server everything after
 
 from __future__ import annotations
 
-from codegen.errors import StitchgenError
 import math
 
+from codegen.errors import StitchgenError
 from codegen.frontend.spec import ADAPTER_KINDS, Bottleneck
 from codegen.ir.graph import Call, Graph, Op, TensorInfo, TensorRef, tensor_refs
 
@@ -33,9 +33,7 @@ class _Builder:
         self.ops: dict[str, Op] = {}
         self.calls: list[Call] = []
 
-    def add(
-        self, name: str, callee: str, args: dict, inputs, out: TensorInfo, positional=()
-    ) -> TensorRef:
+    def add(self, name: str, callee: str, args: dict, inputs, out: TensorInfo, positional=()) -> TensorRef:
         self.ops[name] = Op(
             name,
             "input" if callee == "keras.Input" else "layer",
@@ -44,29 +42,18 @@ class _Builder:
             positional=positional,
             class_name=callee.rsplit(".", 1)[-1],
         )
-        self.calls.append(
-            Call(name, name, () if inputs is None else (inputs,), {}, (out,))
-        )
+        self.calls.append(Call(name, name, () if inputs is None else (inputs,), {}, (out,)))
         return TensorRef(name, 0)
 
 
-def _spatial_fix(
-    b: _Builder, prefix: str, x: TensorRef, src: tuple, dst: tuple, channels: int
-) -> TensorRef:
+def _spatial_fix(b: _Builder, prefix: str, x: TensorRef, src: tuple, dst: tuple, channels: int) -> TensorRef:
     (H, W), (h, w) = src, dst
     if (H, W) == (h, w):
         return x
     info = TensorInfo((None, h, w, channels), "float32")
     if H % h == 0 and W % w == 0 and H // h == W // w:
         factor = H // h
-        return b.add(
-            f"{prefix}_pool",
-            "layers.AveragePooling2D",
-            {"pool_size": factor},
-            x,
-            info,
-            ("pool_size",),
-        )
+        return b.add(f"{prefix}_pool", "layers.AveragePooling2D", {"pool_size": factor}, x, info, ("pool_size",))
     if h % H == 0 and w % W == 0 and h // H == w // W:
         factor = h // H
         return b.add(
@@ -88,21 +75,10 @@ def _spatial_fix(
 
 
 ENCODER = "adapter_encode"  # the bottleneck's encoder convolution (or Dense, for a vector head)
-TRANSMISSION = (
-    "adapter_transmit"  # the bottleneck's link: phone side before it, server side after
-)
-TRANSMISSION_CLASSES = (
-    "Quantize",
-    "Dequantize",
-    "Transmission",
-)  # codegen/runtime/transmission.py
+TRANSMISSION = "adapter_transmit"  # the bottleneck's link: phone side before it, server side after
+TRANSMISSION_CLASSES = ("Quantize", "Dequantize", "Transmission")  # codegen/runtime/transmission.py
 # everything codegen/runtime/transmission.py defines at module level in a bottleneck hybrid
-TRANSMISSION_NAMES = (
-    *TRANSMISSION_CLASSES,
-    "quantization_parameters",
-    "quantize_int8",
-    "transmitted_inputs",
-)
+TRANSMISSION_NAMES = (*TRANSMISSION_CLASSES, "quantization_parameters", "quantize_int8", "transmitted_inputs")
 
 
 def code_info(head: TensorInfo, bottleneck: Bottleneck) -> TensorInfo:
@@ -115,14 +91,10 @@ def code_info(head: TensorInfo, bottleneck: Bottleneck) -> TensorInfo:
         )
     if len(head.shape) == 2:
         if bottleneck.stride != 1:
-            raise StitchgenError(
-                "[adapter] stride applies to an image-shaped head output, not to a vector; remove it"
-            )
+            raise StitchgenError("[adapter] stride applies to an image-shaped head output, not to a vector; remove it")
         return TensorInfo((None, bottleneck.channels), "float32")
     if len(head.shape) != 4:
-        raise StitchgenError(
-            f"a bottleneck needs an image or a vector at the cut, not shape {tuple(head.shape[1:])}"
-        )
+        raise StitchgenError(f"a bottleneck needs an image or a vector at the cut, not shape {tuple(head.shape[1:])}")
     h, w = (math.ceil(d / bottleneck.stride) for d in head.shape[1:3])
     return TensorInfo((None, h, w, bottleneck.channels), "float32")
 
@@ -130,21 +102,15 @@ def code_info(head: TensorInfo, bottleneck: Bottleneck) -> TensorInfo:
 def transmitted_bytes(code: TensorInfo, precision: str) -> int:
     """Bytes per image on the link: the code at `precision`, plus (int8) a float32 scale and zero point."""
     values = math.prod(d for d in code.shape[1:] if d is not None)
-    return values * {"float32": 4, "float16": 2, "int8": 1}[precision] + (
-        8 if precision == "int8" else 0
-    )
+    return values * {"float32": 4, "float16": 2, "int8": 1}[precision] + (8 if precision == "int8" else 0)
 
 
-def _encoder(
-    b: _Builder, x: TensorRef, head: TensorInfo, bottleneck: Bottleneck
-) -> tuple[TensorRef, TensorInfo]:
+def _encoder(b: _Builder, x: TensorRef, head: TensorInfo, bottleneck: Bottleneck) -> tuple[TensorRef, TensorInfo]:
     """Batch norm, the encoder down to the code, and the transmission: (received code, its info)."""
     code = code_info(head, bottleneck)
     x = b.add("adapter_bn_in", "layers.BatchNormalization", {}, x, head)
     if len(head.shape) == 2:
-        x = b.add(
-            ENCODER, "layers.Dense", {"units": bottleneck.channels}, x, code, ("units",)
-        )
+        x = b.add(ENCODER, "layers.Dense", {"units": bottleneck.channels}, x, code, ("units",))
     elif bottleneck.stride == 1:
         args = {"filters": bottleneck.channels, "kernel_size": 1}
         x = b.add(ENCODER, "layers.Conv2D", args, x, code, ("filters", "kernel_size"))
@@ -156,14 +122,7 @@ def _encoder(
             "padding": "same",
         }
         x = b.add(ENCODER, "layers.Conv2D", args, x, code, ("filters", "kernel_size"))
-    x = b.add(
-        TRANSMISSION,
-        "Transmission",
-        {"precision": bottleneck.transmit},
-        x,
-        code,
-        ("precision",),
-    )
+    x = b.add(TRANSMISSION, "Transmission", {"precision": bottleneck.transmit}, x, code, ("precision",))
     return x, code
 
 
@@ -177,23 +136,15 @@ def design_adapter(
 ) -> Graph:
     """The adapter as an IR graph: one input (the head's output), one output per target."""
     if kind not in KINDS:
-        raise StitchgenError(
-            f"adapter kind {kind!r} does not exist; choose one of {', '.join(KINDS)}"
-        )
+        raise StitchgenError(f"adapter kind {kind!r} does not exist; choose one of {', '.join(KINDS)}")
     if (kind == "bottleneck") != (bottleneck is not None):
-        raise ValueError(
-            "a bottleneck adapter needs its settings, and only it takes them"
-        )
+        raise ValueError("a bottleneck adapter needs its settings, and only it takes them")
     b = _Builder()
-    x = b.add(
-        "adapter_input", "keras.Input", {"shape": tuple(head.shape[1:])}, None, head
-    )
+    x = b.add("adapter_input", "keras.Input", {"shape": tuple(head.shape[1:])}, None, head)
     if kind == "auto":
         x = b.add("adapter_bn_in", "layers.BatchNormalization", {}, x, head)
     if bottleneck is not None:
-        x, head = _encoder(
-            b, x, head, bottleneck
-        )  # the branches start from the received code
+        x, head = _encoder(b, x, head, bottleneck)  # the branches start from the received code
     head_rank = len(head.shape) - 1
     outputs = []
     for i, (target, relu) in enumerate(zip(targets, post_activation)):
@@ -202,20 +153,13 @@ def design_adapter(
         channels = target.shape[-1]
         y = x
         if head_rank == 3 and t_rank == 3:
-            y = _spatial_fix(
-                b, prefix, y, head.shape[1:3], target.shape[1:3], head.shape[-1]
-            )
+            y = _spatial_fix(b, prefix, y, head.shape[1:3], target.shape[1:3], head.shape[-1])
             if kind == "conv":
                 mid = TensorInfo(target.shape[:-1] + (channels,), "float32")
                 y = b.add(
                     f"{prefix}_conv3x3",
                     "layers.Conv2D",
-                    {
-                        "filters": channels,
-                        "kernel_size": 3,
-                        "padding": "same",
-                        "use_bias": False,
-                    },
+                    {"filters": channels, "kernel_size": 3, "padding": "same", "use_bias": False},
                     y,
                     mid,
                     ("filters", "kernel_size"),
@@ -235,39 +179,15 @@ def design_adapter(
             y = b.add(f"{prefix}_pool", "layers.GlobalAveragePooling2D", {}, y, pooled)
             if kind == "conv":
                 y = b.add(
-                    f"{prefix}_hidden",
-                    "layers.Dense",
-                    {"units": channels, "activation": "relu"},
-                    y,
-                    target,
-                    ("units",),
+                    f"{prefix}_hidden", "layers.Dense", {"units": channels, "activation": "relu"}, y, target, ("units",)
                 )
-            y = b.add(
-                f"{prefix}_dense",
-                "layers.Dense",
-                {"units": channels},
-                y,
-                target,
-                ("units",),
-            )
+            y = b.add(f"{prefix}_dense", "layers.Dense", {"units": channels}, y, target, ("units",))
         elif head_rank == 1 and t_rank == 1:
             if kind == "conv":
                 y = b.add(
-                    f"{prefix}_hidden",
-                    "layers.Dense",
-                    {"units": channels, "activation": "relu"},
-                    y,
-                    target,
-                    ("units",),
+                    f"{prefix}_hidden", "layers.Dense", {"units": channels, "activation": "relu"}, y, target, ("units",)
                 )
-            y = b.add(
-                f"{prefix}_dense",
-                "layers.Dense",
-                {"units": channels},
-                y,
-                target,
-                ("units",),
-            )
+            y = b.add(f"{prefix}_dense", "layers.Dense", {"units": channels}, y, target, ("units",))
         else:
             raise StitchgenError(
                 f"no adapter rule maps a rank-{head_rank} head output {head.shape[1:]} "
@@ -278,9 +198,7 @@ def design_adapter(
         if relu:
             y = b.add(f"{prefix}_relu", "layers.ReLU", {}, y, target)
         outputs.append(y)
-    return Graph(
-        name, "functional", b.ops, b.calls, TensorRef("adapter_input", 0), outputs
-    )
+    return Graph(name, "functional", b.ops, b.calls, TensorRef("adapter_input", 0), outputs)
 
 
 def split_bottleneck(adapter: Graph) -> tuple[Graph, Graph]:
@@ -293,18 +211,10 @@ def split_bottleneck(adapter: Graph) -> tuple[Graph, Graph]:
     where = next(i for i, call in enumerate(calls) if call.op == TRANSMISSION)
     sent = calls[where].args[0]
     encoder_ops = {c.op: adapter.ops[c.op] for c in calls[:where]}
-    encoder = Graph(
-        "encoder", "functional", encoder_ops, calls[:where], adapter.inputs, sent
-    )
+    encoder = Graph("encoder", "functional", encoder_ops, calls[:where], adapter.inputs, sent)
 
     shape = tuple(calls[where].outputs[0].shape[1:])
-    code = Op(
-        "adapter_code",
-        "input",
-        "keras.Input",
-        {"shape": shape, "name": "adapter_code"},
-        class_name="Input",
-    )
+    code = Op("adapter_code", "input", "keras.Input", {"shape": shape, "name": "adapter_code"}, class_name="Input")
     received = TensorRef(code.name, 0)
 
     def rewire(ref):
@@ -312,19 +222,7 @@ def split_bottleneck(adapter: Graph) -> tuple[Graph, Graph]:
 
     decoder_calls = [Call(code.name, code.name, (), {}, calls[where].outputs)]
     for call in calls[where + 1 :]:
-        decoder_calls.append(
-            Call(
-                call.id,
-                call.op,
-                tuple(rewire(a) for a in call.args),
-                call.kwargs,
-                call.outputs,
-            )
-        )
-    decoder_ops = {code.name: code} | {
-        c.op: adapter.ops[c.op] for c in calls[where + 1 :]
-    }
+        decoder_calls.append(Call(call.id, call.op, tuple(rewire(a) for a in call.args), call.kwargs, call.outputs))
+    decoder_ops = {code.name: code} | {c.op: adapter.ops[c.op] for c in calls[where + 1 :]}
     outputs = [rewire(ref) for ref in tensor_refs(adapter.outputs)]
-    return encoder, Graph(
-        "decoder", "functional", decoder_ops, decoder_calls, received, outputs
-    )
+    return encoder, Graph("decoder", "functional", decoder_ops, decoder_calls, received, outputs)

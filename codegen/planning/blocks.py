@@ -24,9 +24,7 @@ def keras_snake_case(class_name: str) -> str:
 def is_auto_name(name: str, class_name: str) -> bool:
     """True for names Keras made up from a counter (`conv2d_157`, `add_3`)."""
     prefix = keras_snake_case(class_name)
-    return (
-        bool(prefix) and re.fullmatch(re.escape(prefix) + r"(_\d+)?", name) is not None
-    )
+    return bool(prefix) and re.fullmatch(re.escape(prefix) + r"(_\d+)?", name) is not None
 
 
 def dfs_order(graph: Graph) -> list[Call]:
@@ -39,9 +37,7 @@ def dfs_order(graph: Graph) -> list[Call]:
     calls = graph.call_by_id()
     order: list[Call] = []
     seen: set[str] = set()
-    roots = [r.call for r in tensor_refs(graph.inputs)] + [
-        r.call for r in tensor_refs(graph.outputs)
-    ]
+    roots = [r.call for r in tensor_refs(graph.inputs)] + [r.call for r in tensor_refs(graph.outputs)]
     stack = [(cid, False) for cid in reversed(roots)]
     while stack:
         cid, expanded = stack.pop()
@@ -63,9 +59,7 @@ def dfs_order(graph: Graph) -> list[Call]:
 @dataclass
 class Block:
     calls: list[Call]
-    stem: (
-        str | None
-    )  # the common name stem, e.g. "block35_7"; None when names give none
+    stem: str | None  # the common name stem, e.g. "block35_7"; None when names give none
     inputs: list[TensorRef]  # produced before the block, consumed inside
     outputs: list[TensorRef]  # produced inside, needed after it
 
@@ -115,13 +109,10 @@ def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
         return [
             graph.ops[c.op].name
             for c in calls
-            if graph.ops[c.op].kind in ("layer", "model")
-            and not is_auto_name(c.op, graph.ops[c.op].class_name)
+            if graph.ops[c.op].kind in ("layer", "model") and not is_auto_name(c.op, graph.ops[c.op].class_name)
         ]
 
-    keyed: list[tuple[list[Call], str | None, bool]] = (
-        []
-    )  # (calls, key, is a multi-call piece)
+    keyed: list[tuple[list[Call], str | None, bool]] = []  # (calls, key, is a multi-call piece)
     for piece in pieces:
         names = systematic(piece)
         if len(piece) > 1:
@@ -138,9 +129,7 @@ def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
                 merged.append((piece, key, multi))
                 continue
             # the previous piece opens this block (`conv2_block1_preact_bn` then `conv2_block1`)
-            if len(key) > len(prev_key) and all(
-                n.startswith(key + "_") for n in systematic(prev_calls)
-            ):
+            if len(key) > len(prev_key) and all(n.startswith(key + "_") for n in systematic(prev_calls)):
                 merged[-1] = (prev_calls + piece, key, prev_multi or multi)
                 continue
             # same stem; a sub-part (`block2a` then `block2a_se`); or a residual block's
@@ -148,13 +137,7 @@ def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
             joins = (
                 key == prev_key
                 or key.startswith(prev_key + "_")
-                or (
-                    prev_multi
-                    and not multi
-                    and all(
-                        n == prev_key or n.startswith(prev_key + "_") for n in names
-                    )
-                )
+                or (prev_multi and not multi and all(n == prev_key or n.startswith(prev_key + "_") for n in names))
             )
             if joins:
                 merged[-1] = (prev_calls + piece, prev_key, prev_multi or multi)
@@ -163,9 +146,7 @@ def split_blocks(graph: Graph, order: list[Call]) -> list[Block]:
     return [_block(graph, calls, stem, consumers, outputs) for calls, stem, _ in merged]
 
 
-def _block(
-    graph: Graph, calls: list[Call], stem: str | None, consumers, outputs
-) -> Block:
+def _block(graph: Graph, calls: list[Call], stem: str | None, consumers, outputs) -> Block:
     inside = {c.id for c in calls}
     ins: list[TensorRef] = []
     used_inside: dict[TensorRef, int] = {}

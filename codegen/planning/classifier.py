@@ -27,9 +27,7 @@ class NewClassifier:
     """Where the new classifier sits, for the port script's check and the training script."""
 
     layer: str  # the new layer's name in the hybrid
-    source_input: tuple[
-        str, int
-    ]  # (producer in the tail source, output index) of the tensor it reads
+    source_input: tuple[str, int]  # (producer in the tail source, output index) of the tensor it reads
     appended: bool  # True when the tail had no classifier and one was added
     top: str  # the first layer of the new top (the classifier, or the pooling added before it)
 
@@ -67,15 +65,11 @@ def _source_tensor(graph: Graph, ref: TensorRef) -> tuple[str, int]:
     return (op.source_name or op.name, ref.index)
 
 
-def replace_classifier(
-    graph: Graph, classes: int, taken: set[str]
-) -> tuple[Graph, NewClassifier]:
+def replace_classifier(graph: Graph, classes: int, taken: set[str]) -> tuple[Graph, NewClassifier]:
     """`graph` (a tail) with an N-way classifier in place of its own, or one appended."""
     outputs = tensor_refs(graph.outputs)
     if len(outputs) != 1:
-        raise StitchgenError(
-            f"[tail] classes needs a tail with one output; this one has {len(outputs)}"
-        )
+        raise StitchgenError(f"[tail] classes needs a tail with one output; this one has {len(outputs)}")
     calls = graph.call_by_id()
     chain: list[Call] = []  # output back to the classifier
     ref: TensorRef | None = outputs[0]
@@ -95,9 +89,7 @@ def replace_classifier(
     return _resize(graph, classes, classifier, chain)
 
 
-def _resize(
-    graph: Graph, classes: int, classifier: Call, chain: list[Call]
-) -> tuple[Graph, NewClassifier]:
+def _resize(graph: Graph, classes: int, classifier: Call, chain: list[Call]) -> tuple[Graph, NewClassifier]:
     op = graph.ops[classifier.op]
     key = "units" if op.class_name == "Dense" else "filters"
     old = op.args[key]
@@ -110,11 +102,7 @@ def _resize(
         fresh=True,
         params=_count(shapes),
     )
-    changed = {
-        classifier.id: dataclasses.replace(
-            classifier, outputs=(_resized(classifier.outputs[0], classes),)
-        )
-    }
+    changed = {classifier.id: dataclasses.replace(classifier, outputs=(_resized(classifier.outputs[0], classes),))}
     for call in chain:
         reshape = ops[call.op]
         target = reshape.args.get("target_shape")
@@ -122,18 +110,12 @@ def _resize(
             ops[reshape.name] = dataclasses.replace(
                 reshape, args={**reshape.args, "target_shape": (*target[:-1], classes)}
             )
-        changed[call.id] = dataclasses.replace(
-            call, outputs=tuple(_resized(o, classes) for o in call.outputs)
-        )
+        changed[call.id] = dataclasses.replace(call, outputs=tuple(_resized(o, classes) for o in call.outputs))
     calls = [changed.get(call.id, call) for call in graph.calls]
     source_input = _single_input(classifier)
     if source_input is None:
-        raise StitchgenError(
-            f"[tail] classes: the classifier {op.name!r} has several inputs"
-        )
-    new = NewClassifier(
-        op.name, _source_tensor(graph, source_input), appended=False, top=op.name
-    )
+        raise StitchgenError(f"[tail] classes: the classifier {op.name!r} has several inputs")
+    new = NewClassifier(op.name, _source_tensor(graph, source_input), appended=False, top=op.name)
     return dataclasses.replace(graph, ops=ops, calls=calls), new
 
 
@@ -144,9 +126,7 @@ def _free(name: str, graph: Graph, taken: set[str]) -> str:
     return candidate
 
 
-def _append(
-    graph: Graph, classes: int, features: TensorRef, taken: set[str]
-) -> tuple[Graph, NewClassifier]:
+def _append(graph: Graph, classes: int, features: TensorRef, taken: set[str]) -> tuple[Graph, NewClassifier]:
     info = graph.call_by_id()[features.call].outputs[features.index]
     source_input = _source_tensor(graph, features)
     ops, calls, ref = dict(graph.ops), list(graph.calls), features
@@ -169,15 +149,9 @@ def _append(
                 (TensorInfo((None, info.shape[-1]), info.dtype),),
             )
         )
-        ref, info, top = (
-            TensorRef(pool, 0),
-            TensorInfo((None, info.shape[-1]), info.dtype),
-            pool,
-        )
+        ref, info, top = TensorRef(pool, 0), TensorInfo((None, info.shape[-1]), info.dtype), pool
     elif len(info.shape) != 2:
-        raise StitchgenError(
-            f"[tail] classes: the tail ends in shape {info.shape[1:]}, neither features nor a map"
-        )
+        raise StitchgenError(f"[tail] classes: the tail ends in shape {info.shape[1:]}, neither features nor a map")
     dense = _free("predictions", graph, taken)
     ops[dense] = Op(
         dense,
@@ -190,10 +164,6 @@ def _append(
         params=_count(((info.shape[-1], classes), (classes,))),
         fresh=True,
     )
-    calls.append(
-        Call(dense, dense, (ref,), {}, (TensorInfo((None, classes), info.dtype),))
-    )
-    graph = dataclasses.replace(
-        graph, ops=ops, calls=calls, outputs=TensorRef(dense, 0)
-    )
+    calls.append(Call(dense, dense, (ref,), {}, (TensorInfo((None, classes), info.dtype),)))
+    graph = dataclasses.replace(graph, ops=ops, calls=calls, outputs=TensorRef(dense, 0))
     return graph, NewClassifier(dense, source_input, appended=True, top=top or dense)

@@ -59,9 +59,7 @@ class CutAnalysis:
             for i, info in enumerate(call.outputs):
                 ref = TensorRef(call.id, i)
                 born = self.position[call.id]
-                last = max(
-                    (self.position[u] for u in consumers.get(ref, [])), default=-1
-                )
+                last = max((self.position[u] for u in consumers.get(ref, [])), default=-1)
                 if ref in outputs:
                     last = self.size
                 if last > born:
@@ -93,14 +91,10 @@ class CutAnalysis:
         import difflib
 
         if isinstance(cut, bool):
-            raise ValueError(
-                f"cut {cut!r} must be a layer index or name"
-            )  # noqa: TRY004 - callers catch ValueError
+            raise ValueError(f"cut {cut!r} must be a layer index or name")  # noqa: TRY004 - callers catch ValueError
         if isinstance(cut, int):
             if not 0 <= cut < self.size:
-                raise ValueError(
-                    f"layer index {cut} is out of range: the model has layers 0 to {self.size - 1}"
-                )
+                raise ValueError(f"layer index {cut} is out of range: the model has layers 0 to {self.size - 1}")
             return cut
         names = {op.name: op.layer_index for op in self.layers}
         if cut in names:
@@ -126,13 +120,7 @@ class CutAnalysis:
         """Downsampling factor relative to the input, e.g. '8' or '1/2'; '' when it does not apply."""
         spatial = self.input_spatial()
         here = info.shape[1:-1]
-        if (
-            not spatial
-            or len(here) != len(spatial)
-            or None in here
-            or None in spatial
-            or not all(here)
-        ):
+        if not spatial or len(here) != len(spatial) or None in here or None in spatial or not all(here):
             return ""
         ratios = {s / h for s, h in zip(spatial, here)}
         if len(ratios) != 1:

@@ -24,15 +24,7 @@ from codegen.ir.graph import Call, Op, TensorRef
 from codegen.ir.naming import SHORT_CLASS_NAMES
 
 MISSING = object()
-FOLLOWERS = {
-    "BatchNormalization",
-    "Activation",
-    "ReLU",
-    "LayerNormalization",
-    "ELU",
-    "LeakyReLU",
-    "Softmax",
-}
+FOLLOWERS = {"BatchNormalization", "Activation", "ReLU", "LayerNormalization", "ELU", "LeakyReLU", "Softmax"}
 
 
 @dataclass(frozen=True)
@@ -45,9 +37,7 @@ class Name:
     def code(self) -> Expr:
         if self.param is None:
             return Expr(render(self.suffix))
-        return Expr(
-            self.param if not self.suffix else f"{self.param} + {render(self.suffix)}"
-        )
+        return Expr(self.param if not self.suffix else f"{self.param} + {render(self.suffix)}")
 
     def text(self) -> str:
         return self.suffix if self.param is None else f"{self.param}{self.suffix}"
@@ -59,19 +49,13 @@ class Step:
 
     call: Call
     op: Op
-    slots: dict[
-        str, Any
-    ]  # constructor (layers) or keyword (ops) arguments, without the name
+    slots: dict[str, Any]  # constructor (layers) or keyword (ops) arguments, without the name
     name: Name | None
 
 
 def step_of(call: Call, op: Op) -> Step:
     slots = {k: v for k, v in op.args.items() if k != "name"}
-    name = (
-        Name(None, op.args["name"])
-        if op.kind == "layer" and isinstance(op.args.get("name"), str)
-        else None
-    )
+    name = Name(None, op.args["name"]) if op.kind == "layer" and isinstance(op.args.get("name"), str) else None
     return Step(call, op, slots, name)
 
 
@@ -171,9 +155,7 @@ def signature(steps: list[Step], inputs: list[TensorRef], base: Name | None) -> 
     parts = []
     for j, step in enumerate(steps):
         op = step.op
-        required = tuple(
-            sorted(k for k in step.slots if class_default(op, k) is MISSING)
-        )
+        required = tuple(sorted(k for k in step.slots if class_default(op, k) is MISSING))
         name_shape: Any = step.name is not None
         if step.name is not None and base is not None and fits(step.name, base):
             name_shape = step.name.suffix[len(base.suffix) :]
@@ -211,9 +193,7 @@ def _key(value: Any) -> str:
     return value.code() if isinstance(value, Name) else render(value)
 
 
-def parameterize(
-    kind: str, instances: list[Instance], stems: list[Name | None], names
-) -> Motif:
+def parameterize(kind: str, instances: list[Instance], stems: list[Name | None], names) -> Motif:
     """One helper for `instances` (same signature): constants inline, the rest parameters.
 
     `stems[i]` is what instance i's layer names extend (None: names become
@@ -221,36 +201,22 @@ def parameterize(
     """
     length = max(len(inst.steps) for inst in instances)
     index = next(i for i, inst in enumerate(instances) if len(inst.steps) == length)
-    first, base = (
-        instances[index],
-        stems[index],
-    )  # the template and its own stem: suffixes are cut from its names
+    first, base = instances[index], stems[index]  # the template and its own stem: suffixes are cut from its names
     optional = None
     body: list[Step] = []
     params: list[Param] = []
     slot_params: list[tuple[int, str, str]] = []  # (step, key, parameter)
     use_stem = names_fit(instances, stems)
-    duplicate_keys = _varying_key_counts(
-        [inst for inst in instances if len(inst.steps) == length]
-    )
+    duplicate_keys = _varying_key_counts([inst for inst in instances if len(inst.steps) == length])
     for j, template in enumerate(first.steps):
         op = template.op
         members = [inst for inst in instances if j < len(inst.steps)]
-        if len(members) < len(
-            instances
-        ):  # an optional trailing activation (see optional_tail)
-            values = [
-                inst.steps[j].slots.get("activation") if j < len(inst.steps) else None
-                for inst in instances
-            ]
+        if len(members) < len(instances):  # an optional trailing activation (see optional_tail)
+            values = [inst.steps[j].slots.get("activation") if j < len(inst.steps) else None for inst in instances]
             optional = names("activation")
             params.append(Param(optional, _most_common(values)))
             slot_params.append((j, "activation", optional))
-            name = (
-                Name("name", template.name.suffix[len(base.suffix) :])
-                if template.name is not None
-                else None
-            )
+            name = Name("name", template.name.suffix[len(base.suffix) :]) if template.name is not None else None
             body.append(Step(template.call, op, {"activation": Expr(optional)}, name))
             continue
         keys = list(template.slots)
@@ -264,11 +230,7 @@ def parameterize(
                 if not (default is not MISSING and _key(values[0]) == render(default)):
                     slots[key] = values[0]
                 continue
-            hint = (
-                key
-                if duplicate_keys.get(key, 0) <= 1
-                else f"{_role(template, base)}_{key}"
-            )
+            hint = key if duplicate_keys.get(key, 0) <= 1 else f"{_role(template, base)}_{key}"
             pname = names(hint)
             params.append(Param(pname, common_default(values, default)))
             slot_params.append((j, key, pname))
@@ -296,17 +258,11 @@ def parameterize(
                 args[pname] = None
                 continue
             step = inst.steps[j]
-            args[pname] = (
-                step.name
-                if key == "name"
-                else step.slots.get(key, class_default(step.op, key))
-            )
+            args[pname] = step.name if key == "name" else step.slots.get(key, class_default(step.op, key))
         if use_stem:
             args["name"] = stem
         inst.args = args
-    motif = Motif(
-        kind, "", body, list(first.inputs), list(first.outputs), params, list(instances)
-    )
+    motif = Motif(kind, "", body, list(first.inputs), list(first.outputs), params, list(instances))
     motif.guard = optional
     return motif
 
@@ -314,9 +270,7 @@ def parameterize(
 def names_fit(instances: list[Instance], stems: list[Name | None]) -> bool:
     """True when every layer name of every instance extends its instance's stem (names become `name + suffix`)."""
     return all(s is not None for s in stems) and all(
-        step.name is None or fits(step.name, s)
-        for inst, s in zip(instances, stems)
-        for step in inst.steps
+        step.name is None or fits(step.name, s) for inst, s in zip(instances, stems) for step in inst.steps
     )
 
 
@@ -378,9 +332,7 @@ def common_default(values: list[Any], default: Any) -> Any:
 
 def _scoped(value: Any) -> bool:
     """True for code that names a parameter of the enclosing helper: never inline it elsewhere."""
-    return isinstance(value, Expr) or (
-        isinstance(value, Name) and value.param is not None
-    )
+    return isinstance(value, Expr) or (isinstance(value, Name) and value.param is not None)
 
 
 def _varying_key_counts(instances: list[Instance]) -> dict[str, int]:
@@ -402,14 +354,8 @@ def _role(step: Step, stem: Name | None) -> str:
         suffix = step.name.suffix
         if stem is not None and suffix.startswith(stem.suffix):
             suffix = suffix[len(stem.suffix) :]
-        return (
-            role_text(suffix)
-            or SHORT_CLASS_NAMES.get(step.op.class_name)
-            or to_snake_case(step.op.class_name)
-        )
-    return SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(
-        step.op.class_name
-    )
+        return role_text(suffix) or SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(step.op.class_name)
+    return SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(step.op.class_name)
 
 
 def role_text(suffix: str) -> str:
@@ -425,9 +371,7 @@ def pattern_name(steps: list[Step]) -> str:
     """`conv_bn_relu`: a helper name from the layer classes of a chain."""
     parts = []
     for step in steps:
-        short = SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(
-            step.op.class_name
-        )
+        short = SHORT_CLASS_NAMES.get(step.op.class_name) or to_snake_case(step.op.class_name)
         activation = step.slots.get("activation")
         if short == "act" and isinstance(activation, str):
             short = activation
@@ -490,9 +434,7 @@ def fit_loop(instances: list[Instance], params: list[str]) -> Loop | None:
         offset = ints[0] - start
         if ints != list(range(ints[0], ints[0] + n)):
             return None
-        index = (
-            "i" if offset == 0 else f"i + {offset}" if offset > 0 else f"i - {-offset}"
-        )
+        index = "i" if offset == 0 else f"i + {offset}" if offset > 0 else f"i - {-offset}"
         if prefix is None:
             args[p] = Expr(index)
         else:

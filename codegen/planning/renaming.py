@@ -20,9 +20,7 @@ _FOLLOWER_SUFFIX = {"BatchNormalization": "_bn", "Activation": "_ac", "ReLU": "_
 
 
 def role(class_name: str) -> str:
-    return SHORT_CLASS_NAMES.get(class_name) or re.sub(
-        r"_layer$", "", to_snake_case(class_name)
-    )
+    return SHORT_CLASS_NAMES.get(class_name) or re.sub(r"_layer$", "", to_snake_case(class_name))
 
 
 def _branches(block: Block, graph: Graph) -> dict[str, int]:
@@ -42,9 +40,7 @@ def _branches(block: Block, graph: Graph) -> dict[str, int]:
             if owner.setdefault(cid, index) != index:
                 owner[cid] = -1  # shared by several branches
                 continue
-            stack.extend(
-                r.call for r in tensor_refs((calls[cid].args, calls[cid].kwargs))
-            )
+            stack.extend(r.call for r in tensor_refs((calls[cid].args, calls[cid].kwargs)))
     return {cid: b for cid, b in owner.items() if b >= 0}
 
 
@@ -67,11 +63,7 @@ def structural_names(graph: Graph, blocks: list[Block]) -> dict[str, str]:
         counters: dict[tuple[int | None, str], int] = {}
         for call in block.calls:
             op = graph.ops[call.op]
-            if (
-                op.kind != "layer"
-                or calls_of[op.name] != 1
-                or not is_auto_name(op.name, op.class_name)
-            ):
+            if op.kind != "layer" or calls_of[op.name] != 1 or not is_auto_name(op.name, op.class_name):
                 chain_base[op.name] = op.name
                 continue
             refs = tensor_refs((call.args, call.kwargs))
@@ -102,6 +94,4 @@ def rename_structurally(graph: Graph, keep: set[str] = frozenset()) -> Graph:
     from codegen.planning.slicing import rename_ops
 
     mapping = structural_names(graph, split_blocks(graph, dfs_order(graph)))
-    return rename_ops(
-        graph, {old: new for old, new in mapping.items() if old not in keep}
-    )
+    return rename_ops(graph, {old: new for old, new in mapping.items() if old not in keep})

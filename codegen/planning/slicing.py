@@ -34,9 +34,7 @@ def tail_input_names(crossings: list[Crossing], taken: set[str]) -> list[str]:
     return names
 
 
-def slice_tail(
-    analysis: CutAnalysis, start: int, name: str
-) -> tuple[Graph, list[Crossing]]:
+def slice_tail(analysis: CutAnalysis, start: int, name: str) -> tuple[Graph, list[Crossing]]:
     graph = analysis.graph
     crossings = analysis.frontier(start - 1)
     calls = [c for c in graph.calls if analysis.position[c.id] >= start]
@@ -62,24 +60,10 @@ def slice_tail(
         return replacement.get(ref, ref)
 
     for call in calls:
-        new_calls.append(
-            dataclasses.replace(
-                call, args=map_refs(call.args, swap), kwargs=map_refs(call.kwargs, swap)
-            )
-        )
+        new_calls.append(dataclasses.replace(call, args=map_refs(call.args, swap), kwargs=map_refs(call.kwargs, swap)))
     new_ops.update(ops)
     inputs = [replacement[c.ref] for c in crossings]
-    return (
-        Graph(
-            name,
-            "functional",
-            new_ops,
-            new_calls,
-            inputs,
-            map_refs(graph.outputs, swap),
-        ),
-        crossings,
-    )
+    return Graph(name, "functional", new_ops, new_calls, inputs, map_refs(graph.outputs, swap)), crossings
 
 
 def rename_ops(graph: Graph, mapping: dict[str, str]) -> Graph:

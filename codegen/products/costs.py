@@ -21,14 +21,7 @@ from dataclasses import dataclass
 
 from codegen.ir.graph import Graph, TensorInfo, tensor_refs
 
-_POOLS = {
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "MaxPooling3D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "AveragePooling3D",
-}
+_POOLS = {"MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D"}
 _GLOBAL_POOLS = {
     "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
@@ -72,19 +65,11 @@ def call_macs(graph: Graph, call, calls: dict) -> int:
     out = call.outputs[0].shape[1:]
     if op.class_name in _POOLS:
         pool = op.args.get("pool_size", 2)
-        window = (
-            math.prod(pool)
-            if isinstance(pool, (tuple, list))
-            else pool ** (len(out) - 1)
-        )
+        window = math.prod(pool) if isinstance(pool, (tuple, list)) else pool ** (len(out) - 1)
         return math.prod(_known(out)) * window
     if op.class_name in _GLOBAL_POOLS:
         refs = tensor_refs(call.args)
-        return (
-            math.prod(_known(calls[refs[0].call].outputs[refs[0].index].shape[1:]))
-            if refs
-            else 0
-        )
+        return math.prod(_known(calls[refs[0].call].outputs[refs[0].index].shape[1:])) if refs else 0
     if op.class_name in _NO_MACS:
         return 0
     kernels = [s for s in op.weight_shapes if len(s) >= 2]

@@ -15,19 +15,12 @@ from codegen.errors import StitchgenError
 from codegen.ir.graph import Graph, TensorInfo, TensorRef, tensor_refs
 from codegen.planning.blocks import Block, dfs_order, split_blocks
 
-COLOURS = {
-    "head": "#cfe2ff",
-    "adapter": "#ffd8a8",
-    "tail": "#d3f9d8",
-    "model": "#e9ecef",
-}
+COLOURS = {"head": "#cfe2ff", "adapter": "#ffd8a8", "tail": "#d3f9d8", "model": "#e9ecef"}
 
 
 def quote(text: str) -> str:
     """A DOT string literal: nothing in a layer name can break out of it."""
-    return (
-        '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    )
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _shape(info: TensorInfo) -> str:
@@ -49,16 +42,11 @@ class _Builder:
     def edge(self, src: str, dst: str, label: str | None = None, **attrs: str) -> None:
         parts = [f"label={quote(label)}"] if label else []
         parts += [f"{k}={quote(v)}" for k, v in attrs.items()]
-        self.lines.append(
-            f"    {src} -> {dst}" + (f" [{', '.join(parts)}]" if parts else "") + ";"
-        )
+        self.lines.append(f"    {src} -> {dst}" + (f" [{', '.join(parts)}]" if parts else "") + ";")
 
 
 def _part(
-    b: _Builder,
-    graph: Graph,
-    cut_producers: set[str] | None = None,
-    collapse: bool = True,
+    b: _Builder, graph: Graph, cut_producers: set[str] | None = None, collapse: bool = True
 ) -> tuple[dict[TensorRef, str], dict[str, str]]:
     """Nodes for one graph; returns (producer node of every tensor, node of every input op)."""
     if collapse:
@@ -69,12 +57,7 @@ def _part(
     for block in blocks:
         classes = tuple(graph.ops[c.op].class_name for c in block.calls)
         last = groups[-1] if groups else None
-        if (
-            last is not None
-            and len(block.calls) > 1
-            and last[0][1] == classes
-            and block.inputs == last[-1][0].outputs
-        ):
+        if last is not None and len(block.calls) > 1 and last[0][1] == classes and block.inputs == last[-1][0].outputs:
             last.append((block, classes))
         else:
             groups.append([(block, classes)])
@@ -88,14 +71,8 @@ def _part(
         if len(calls) == 1:
             label = f"{op.name}\n{op.class_name}"
         else:
-            stems = [
-                block.stem or graph.ops[block.calls[-1].op].name for block, _ in group
-            ]
-            label = (
-                stems[0]
-                if len(group) == 1
-                else f"{stems[0]} .. {stems[-1]} (x{len(group)})"
-            )
+            stems = [block.stem or graph.ops[block.calls[-1].op].name for block, _ in group]
+            label = stems[0] if len(group) == 1 else f"{stems[0]} .. {stems[-1]} (x{len(group)})"
             label += f"\n{len(calls)} layers"
         if out is not None:
             label += f"\n{_shape(out)}"
@@ -115,11 +92,7 @@ def _part(
             if src != dst and (src, dst) not in seen:
                 seen.add((src, dst))
                 b.edge(src, dst)
-    producers = {
-        TensorRef(c.id, i): node_of_call[c.id]
-        for c in graph.calls
-        for i in range(len(c.outputs))
-    }
+    producers = {TensorRef(c.id, i): node_of_call[c.id] for c in graph.calls for i in range(len(c.outputs))}
     return producers, inputs
 
 
@@ -133,11 +106,7 @@ def hybrid_dot(project) -> str:
         '    edge [fontname="Helvetica", fontsize=9];',
     ]
     parts = {}
-    for part, graph in (
-        ("head", project.head_graph),
-        ("adapter", project.adapter_graph),
-        ("tail", project.tail_graph),
-    ):
+    for part, graph in (("head", project.head_graph), ("adapter", project.adapter_graph), ("tail", project.tail_graph)):
         b.lines.append(f"  subgraph cluster_{part} {{")
         b.lines.append(
             f"    label={quote(part)}; style=filled; color={quote(COLOURS[part])}; fillcolor={quote(COLOURS[part])};"
@@ -156,21 +125,11 @@ def hybrid_dot(project) -> str:
         penwidth="2",
     )
     adapter_outs = tensor_refs(project.adapter_graph.outputs)
-    tail_inputs = [
-        c
-        for c in project.tail_graph.calls
-        if project.tail_graph.ops[c.op].kind == "input"
-    ]
+    tail_inputs = [c for c in project.tail_graph.calls if project.tail_graph.ops[c.op].kind == "input"]
     for ref, call, crossing in zip(adapter_outs, tail_inputs, project.tail_crossings):
         src = parts["adapter"][0][ref]
         dst = parts["tail"][1][project.tail_graph.ops[call.op].name]
-        b.edge(
-            src,
-            dst,
-            f"{crossing.producer} {_shape(crossing.info)}",
-            color="#e8590c",
-            penwidth="2",
-        )
+        b.edge(src, dst, f"{crossing.producer} {_shape(crossing.info)}", color="#e8590c", penwidth="2")
     b.lines.append("}")
     return "\n".join(b.lines) + "\n"
 
@@ -195,26 +154,15 @@ def render(dot: str, path: Path) -> Path:
         raise StitchgenError(f"{path.name}: the diagram must be a .svg or .png file")
     exe = shutil.which("dot")
     if exe is None:
-        raise StitchgenError(
-            "Graphviz's `dot` is not installed: apt-get install graphviz (or brew install graphviz)"
-        )
+        raise StitchgenError("Graphviz's `dot` is not installed: apt-get install graphviz (or brew install graphviz)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StitchgenError(
-            f"cannot write {str(path)!r}: {exc.strerror} ({str(path.parent)!r})"
-        ) from None
+        raise StitchgenError(f"cannot write {str(path)!r}: {exc.strerror} ({str(path.parent)!r})") from None
     tmp = path.with_name(f".{path.name}.tmp")
-    result = subprocess.run(
-        [exe, f"-T{fmt}", "-o", str(tmp)],
-        input=dot.encode(),
-        capture_output=True,
-        check=False,
-    )
+    result = subprocess.run([exe, f"-T{fmt}", "-o", str(tmp)], input=dot.encode(), capture_output=True, check=False)
     if result.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise StitchgenError(
-            f"Graphviz failed: {result.stderr.decode(errors='replace').strip()[:300]}"
-        )
+        raise StitchgenError(f"Graphviz failed: {result.stderr.decode(errors='replace').strip()[:300]}")
     tmp.replace(path)
     return path

@@ -37,12 +37,7 @@ from codegen.planning.blocks import dfs_order, split_blocks
 from codegen.planning.classifier import NewClassifier, replace_classifier
 from codegen.planning.cuts import Crossing, CutAnalysis
 from codegen.planning.renaming import structural_names
-from codegen.planning.slicing import (
-    rename_ops,
-    slice_head,
-    slice_tail,
-    tail_input_names,
-)
+from codegen.planning.slicing import rename_ops, slice_head, slice_tail, tail_input_names
 from codegen.products.model import layer_map, source_paths
 from codegen.runtime import inline
 
@@ -72,14 +67,7 @@ def is_post_activation(graph: Graph, crossing: Crossing) -> bool:
     if op.class_name in _POST_ACTIVATION:
         return True
     activation = op.args.get("activation")
-    return op.class_name == "Activation" and activation in (
-        "relu",
-        "relu6",
-        "swish",
-        "silu",
-        "gelu",
-        "elu",
-    )
+    return op.class_name == "Activation" and activation in ("relu", "relu6", "swish", "silu", "gelu", "elu")
 
 
 def _structural(full: Graph, part: Graph) -> tuple[Graph, dict[str, str]]:
@@ -89,23 +77,14 @@ def _structural(full: Graph, part: Graph) -> tuple[Graph, dict[str, str]]:
     docstrings can speak of any source layer, inside the part or not, as the code does.
     """
     mapping = structural_names(full, split_blocks(full, dfs_order(full)))
-    return (
-        rename_ops(part, {old: new for old, new in mapping.items() if old in part.ops}),
-        mapping,
-    )
+    return rename_ops(part, {old: new for old, new in mapping.items() if old in part.ops}), mapping
 
 
 def _inputs_named_as_code(graph: Graph, crossings: list[Crossing], code_name) -> Graph:
     """The tail's inputs named after their producers as the code names them (`<producer>_input`)."""
-    old = [
-        graph.ops[graph.call_by_id()[ref.call].op].name
-        for ref in tensor_refs(graph.inputs)
-    ]
+    old = [graph.ops[graph.call_by_id()[ref.call].op].name for ref in tensor_refs(graph.inputs)]
     others = set(graph.ops) - set(old)
-    new = tail_input_names(
-        [dataclasses.replace(c, producer=code_name(c.producer)) for c in crossings],
-        others,
-    )
+    new = tail_input_names([dataclasses.replace(c, producer=code_name(c.producer)) for c in crossings], others)
     return rename_ops(graph, {a: b for a, b in zip(old, new) if a != b})
 
 
@@ -174,8 +153,7 @@ class StitchProject:
                 f"{_describe(head.analysis, before)} before and {_describe(head.analysis, after)} after"
             )
         first_real = min(
-            (op.layer_index for op in tail.analysis.layers if op.kind != "input"),
-            default=tail.analysis.size,
+            (op.layer_index for op in tail.analysis.layers if op.kind != "input"), default=tail.analysis.size
         )
         if start < first_real or tail.analysis.layers[start].kind == "input":
             raise StitchgenError(
@@ -206,13 +184,8 @@ class StitchProject:
 
         tail_graph = _inputs_named_as_code(tail_graph, tail_crossings, tail_code_name)
         code_names = {
-            "head": {
-                n: head_names.get(n, n)
-                for n in (op.name for op in head.analysis.layers)
-            },
-            "tail": {
-                n: tail_code_name(n) for n in (op.name for op in tail.analysis.layers)
-            }
+            "head": {n: head_names.get(n, n) for n in (op.name for op in head.analysis.layers)},
+            "tail": {n: tail_code_name(n) for n in (op.name for op in tail.analysis.layers)}
             | {c.producer: tail_code_name(c.producer) for c in tail_crossings},
         }
         classifier = None
@@ -225,13 +198,9 @@ class StitchProject:
             [is_post_activation(tail.graph, c) for c in tail_crossings],
             bottleneck=spec.bottleneck,
         )
-        clash = (set(adapter.ops) - {"adapter_input"}) & (
-            set(head_graph.ops) | set(tail_graph.ops)
-        )
+        clash = (set(adapter.ops) - {"adapter_input"}) & (set(head_graph.ops) | set(tail_graph.ops))
         if clash:
-            raise StitchgenError(
-                f"source layers named {sorted(clash)} clash with the adapter's layer names"
-            )
+            raise StitchgenError(f"source layers named {sorted(clash)} clash with the adapter's layer names")
         return cls(
             spec,
             head,
@@ -269,9 +238,7 @@ class StitchProject:
         for i in range(len(self.tail_crossings)):
             prefix = f"adapter_{i}" if len(self.tail_crossings) > 1 else "adapter"
             linear = f"{prefix}_conv" if f"{prefix}_conv" in ops else f"{prefix}_dense"
-            rows.append(
-                (linear, f"{prefix}_bn_out" if f"{prefix}_bn_out" in ops else None)
-            )
+            rows.append((linear, f"{prefix}_bn_out" if f"{prefix}_bn_out" in ops else None))
         return rows
 
     def _build_train_script(self, token: str | None) -> str:
@@ -282,16 +249,10 @@ class StitchProject:
             module_literal=render(self.spec.name),
             head_preprocess_literal=render(head_pre),
             tail_preprocess_literal=render(tail_pre),
-            tail_frontier_literal=render(
-                tuple((c.producer, c.ref.index) for c in self.tail_crossings)
-            ),
+            tail_frontier_literal=render(tuple((c.producer, c.ref.index) for c in self.tail_crossings)),
             branches_literal=render(tuple(self.branches())),
-            input_bn_literal=render(
-                "adapter_bn_in" if "adapter_bn_in" in self.adapter_graph.ops else None
-            ),
-            encoder_literal=render(
-                ENCODER if self.spec.bottleneck is not None else None
-            ),
+            input_bn_literal=render("adapter_bn_in" if "adapter_bn_in" in self.adapter_graph.ops else None),
+            encoder_literal=render(ENCODER if self.spec.bottleneck is not None else None),
             **self._source_context(self.spec.tail, "tail"),
             **self._common(token),
         )
@@ -323,19 +284,12 @@ class StitchProject:
             "new_top_literal": render(self.classifier.top),
             "classifier_doc": doc_text(
                 f"a new {self.spec.classes}-way classifier ({self.classifier.layer}) "
-                + (
-                    "after the tail features"
-                    if self.classifier.appended
-                    else "in place of the tail classifier"
-                )
+                + ("after the tail features" if self.classifier.appended else "in place of the tail classifier")
             ),
         }
 
     def frontier_lines(self) -> list[str]:
-        return [
-            doc_text(f"{self.code_name('tail', c.producer)}: {_shape(c.info)}")
-            for c in self.tail_crossings
-        ]
+        return [doc_text(f"{self.code_name('tail', c.producer)}: {_shape(c.info)}") for c in self.tail_crossings]
 
     def _build_hybrid_module(self, token: str | None) -> str:
         module_names = Namespace(
@@ -354,64 +308,27 @@ class StitchProject:
             module_names.reserve(fn)
         bottleneck = self.spec.bottleneck
         if bottleneck is not None:
-            for fn in (
-                "encoder_layers",
-                "decoder_layers",
-                "build_encoder",
-                "build_decoder",
-                *TRANSMISSION_NAMES,
-            ):
+            for fn in ("encoder_layers", "decoder_layers", "build_encoder", "build_decoder", *TRANSMISSION_NAMES):
                 module_names.reserve(fn)
-        tail_params = [
-            c for c in self.tail_graph.ops if self.tail_graph.ops[c].kind == "input"
-        ]
+        tail_params = [c for c in self.tail_graph.ops if self.tail_graph.ops[c].kind == "input"]
         head_input = tensor_refs(self.head_graph.inputs)
         if len(head_input) != 1:
-            raise StitchgenError(
-                "a head with several inputs is not supported yet; stitch a single-input network"
-            )
-        input_op = self.head_graph.ops[
-            self.head_graph.call_by_id()[head_input[0].call].op
-        ]
+            raise StitchgenError("a head with several inputs is not supported yet; stitch a single-input network")
+        input_op = self.head_graph.ops[self.head_graph.call_by_id()[head_input[0].call].op]
         if bottleneck is None:
             adapter_jobs = [
-                (
-                    self.adapter_graph,
-                    "adapter_layers",
-                    "The adapter: one output per tail input.",
-                    ["features"],
-                )
+                (self.adapter_graph, "adapter_layers", "The adapter: one output per tail input.", ["features"])
             ]
         else:
             encoder, decoder = split_bottleneck(self.adapter_graph)
             adapter_jobs = [
-                (
-                    encoder,
-                    "encoder_layers",
-                    "The phone side's encoder: the head's output to the code.",
-                    ["features"],
-                ),
-                (
-                    decoder,
-                    "decoder_layers",
-                    "The server side's decoder: one output per tail input.",
-                    ["code"],
-                ),
+                (encoder, "encoder_layers", "The phone side's encoder: the head's output to the code.", ["features"]),
+                (decoder, "decoder_layers", "The server side's decoder: one output per tail input.", ["code"]),
             ]
         jobs = [
-            (
-                self.head_graph,
-                "head_layers",
-                "The head's layers applied to `inputs`.",
-                ["inputs"],
-            ),
+            (self.head_graph, "head_layers", "The head's layers applied to `inputs`.", ["inputs"]),
             *adapter_jobs,
-            (
-                self.tail_graph,
-                "tail_layers",
-                "The tail's layers applied to the frontier tensors.",
-                tail_params,
-            ),
+            (self.tail_graph, "tail_layers", "The tail's layers applied to the frontier tensors.", tail_params),
         ]
         emitted, helpers = emit_functions(module_names, jobs, self.spec.style)
         mains = [job[1] for job in jobs]
@@ -425,31 +342,21 @@ class StitchProject:
                 f"custom classes named {clash} clash with the bottleneck's transmission code; rename them"
             )
         module = module_parts(
-            (self.head_graph, self.tail_graph, self.adapter_graph),
-            emitted.uses_ops,
-            customs,
-            self.spec.name,
+            (self.head_graph, self.tail_graph, self.adapter_graph), emitted.uses_ops, customs, self.spec.name
         )
         tail_inputs = [  # each shape is written once, in TAIL_INPUT_SHAPES
-            render_call(
-                "keras.Input", (), {"shape": Expr(f"TAIL_INPUT_SHAPES[{k}]"), "name": p}
-            )
+            render_call("keras.Input", (), {"shape": Expr(f"TAIL_INPUT_SHAPES[{k}]"), "name": p})
             for k, p in enumerate(tail_params)
         ]
         return render_template(
             "hybrid.py.jinja",
-            title=doc_text(
-                f"Stitched hybrid {self.spec.name}: head -> adapter -> tail."
-            ),
+            title=doc_text(f"Stitched hybrid {self.spec.name}: head -> adapter -> tail."),
             frontier=self.frontier_lines(),
             imports=module.imports,
             constants=[
                 ("INPUT_SHAPE", render(tuple(input_op.args["shape"]))),
                 ("HEAD_OUTPUT_SHAPE", render(tuple(self.head_crossing.info.shape[1:]))),
-                (
-                    "TAIL_INPUT_SHAPES",
-                    render(tuple(tuple(c.info.shape[1:]) for c in self.tail_crossings)),
-                ),
+                ("TAIL_INPUT_SHAPES", render(tuple(tuple(c.info.shape[1:]) for c in self.tail_crossings))),
                 ("HEAD_TRAINABLE", render(self.spec.head_trainable)),
                 ("ADAPTER_TRAINABLE", render(self.spec.adapter_trainable)),
                 ("TAIL_TRAINABLE", render(self.spec.tail_trainable)),
@@ -457,15 +364,9 @@ class StitchProject:
                 *self._classes_constants(),
                 *self._bottleneck_constants(),
             ],
-            transmission=(
-                Expr(inline("transmission")) if bottleneck is not None else None
-            ),
+            transmission=Expr(inline("transmission")) if bottleneck is not None else None,
             transmission_literal=render(TRANSMISSION),
-            transmission_names=(
-                [(render(n), Expr(n)) for n in TRANSMISSION_CLASSES]
-                if bottleneck is not None
-                else []
-            ),
+            transmission_names=[(render(n), Expr(n)) for n in TRANSMISSION_CLASSES] if bottleneck is not None else [],
             custom_classes=module.classes,
             custom_names=module.custom_names,
             helpers=[Expr(NAME_OP_HELPER.strip())] if emitted.needs_name_op else [],
@@ -473,14 +374,10 @@ class StitchProject:
             input_call=render_call(
                 "keras.Input",
                 (),
-                {
-                    **{k: v for k, v in input_op.args.items() if k != "shape"},
-                    "shape": Expr("INPUT_SHAPE"),
-                },
+                {**{k: v for k, v in input_op.args.items() if k != "shape"}, "shape": Expr("INPUT_SHAPE")},
             ),
             tail_inputs=tail_inputs,
-            partly_trainable_tail=self.classifier is not None
-            or self.trainable_from() is not None,
+            partly_trainable_tail=self.classifier is not None or self.trainable_from() is not None,
             name_literal=render(self.spec.name),
             adapter_kind=doc_text(self.adapter_doc()),
             **self._common(token),
@@ -503,10 +400,7 @@ class StitchProject:
         if bottleneck is None:
             return []
         code = code_info(self.head_crossing.info, bottleneck)
-        return [
-            ("TRANSMIT", render(bottleneck.transmit)),
-            ("CODE_SHAPE", render(tuple(code.shape[1:]))),
-        ]
+        return [("TRANSMIT", render(bottleneck.transmit)), ("CODE_SHAPE", render(tuple(code.shape[1:])))]
 
     def _classes_constants(self) -> list[tuple[str, str]]:
         if self.classifier is None:
@@ -537,21 +431,14 @@ class StitchProject:
     def _build_port_script(self, token: str | None) -> str:
         tail_inputs = self.tail.graph.call_by_id()
         tail_input_ref = tensor_refs(self.tail.graph.inputs)[0]
-        tail_input_shape = tuple(
-            32 if d is None else d
-            for d in tail_inputs[tail_input_ref.call].outputs[0].shape[1:]
-        )
+        tail_input_shape = tuple(32 if d is None else d for d in tail_inputs[tail_input_ref.call].outputs[0].shape[1:])
         return render_template(
             "port_hybrid.py.jinja",
             module=self.spec.name,
             module_literal=render(self.spec.name),
             layer_map_rows=self._port_rows(),
-            head_output_literal=render(
-                (self.head_crossing.producer, self.head_crossing.ref.index)
-            ),
-            tail_frontier_literal=render(
-                tuple((c.producer, c.ref.index) for c in self.tail_crossings)
-            ),
+            head_output_literal=render((self.head_crossing.producer, self.head_crossing.ref.index)),
+            tail_frontier_literal=render(tuple((c.producer, c.ref.index) for c in self.tail_crossings)),
             renamed_literal=render(dict(sorted(self.renamed.items()))),
             tail_input_shape_literal=render(tail_input_shape),
             **self._source_context(self.spec.head, "head"),

@@ -51,15 +51,9 @@ class Link:
 def image_files(folder: Path, option: str) -> list[Path]:
     if not folder.is_dir():
         raise StitchgenError(f"{option} {str(folder)!r} is not a folder of images")
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise StitchgenError(
-            f"{option} {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
-        )
+        raise StitchgenError(f"{option} {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
 
 
@@ -68,40 +62,26 @@ def read_image(path: Path, size: tuple[int, int], channels: int, option: str):
     import tensorflow as tf
 
     try:
-        image = tf.io.decode_image(
-            path.read_bytes(), channels=channels, expand_animations=False
-        )
+        image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
     except (tf.errors.OpError, ValueError):
-        raise StitchgenError(
-            f"{option}: {str(path)!r} is not a readable image"
-        ) from None
+        raise StitchgenError(f"{option}: {str(path)!r} is not a readable image") from None
     return tf.image.resize(tf.cast(image, "float32"), size).numpy()
 
 
-def jpeg_size(
-    input_shape: tuple, images: Path | None = None, option: str = "--images"
-) -> Jpeg:
+def jpeg_size(input_shape: tuple, images: Path | None = None, option: str = "--images") -> Jpeg:
     """The input image as JPEG (quality 90) at the network's resolution: measured on `images`, else typical."""
     height, width, channels = input_shape[-3:]
     if images is None:
         estimate = round(height * width * TYPICAL_JPEG_BITS_PER_PIXEL / 8)
-        return Jpeg(
-            estimate,
-            f"typical: {TYPICAL_JPEG_BITS_PER_PIXEL} bits per pixel at quality {JPEG_QUALITY}",
-        )
+        return Jpeg(estimate, f"typical: {TYPICAL_JPEG_BITS_PER_PIXEL} bits per pixel at quality {JPEG_QUALITY}")
     import numpy as np
     import tensorflow as tf
 
     sizes = []
     for path in image_files(images, option):
-        pixels = np.clip(
-            np.round(read_image(path, (height, width), channels, option)), 0, 255
-        ).astype("uint8")
+        pixels = np.clip(np.round(read_image(path, (height, width), channels, option)), 0, 255).astype("uint8")
         sizes.append(len(tf.io.encode_jpeg(pixels, quality=JPEG_QUALITY).numpy()))
-    return Jpeg(
-        round(statistics.median(sizes)),
-        f"measured: median of {len(sizes)} images at quality {JPEG_QUALITY}",
-    )
+    return Jpeg(round(statistics.median(sizes)), f"measured: median of {len(sizes)} images at quality {JPEG_QUALITY}")
 
 
 def hybrid_link(project, images: Path | None = None) -> Link:
@@ -111,11 +91,7 @@ def hybrid_link(project, images: Path | None = None) -> Link:
     float32_cut = tensor_bytes(head, 4)
     if bottleneck is not None:
         code = code_info(head, bottleneck)
-        extra = (
-            " plus a float32 scale and zero point"
-            if bottleneck.transmit == "int8"
-            else ""
-        )
+        extra = " plus a float32 scale and zero point" if bottleneck.transmit == "int8" else ""
         sent = f"bottleneck code {_shape(code)} as {bottleneck.transmit}{extra}"
         size = transmitted_bytes(code, bottleneck.transmit)
     elif project.spec.adapter_side == "phone":

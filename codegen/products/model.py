@@ -42,16 +42,8 @@ def source_paths(source: ModelSource, out_dir: Path) -> dict[str, str]:
     relative to `out_dir`, where the scripts will live.
     """
     return {
-        "source": (
-            relative_to(source.path, out_dir)
-            if source.kind == "file"
-            else source.source
-        ),
-        "weights": (
-            relative_to(source.weights_path, out_dir)
-            if source.weights_is_file
-            else source.weights
-        ),
+        "source": relative_to(source.path, out_dir) if source.kind == "file" else source.source,
+        "weights": relative_to(source.weights_path, out_dir) if source.weights_is_file else source.weights,
         "builder_dir": relative_to(source.base_dir, out_dir),
     }
 
@@ -66,11 +58,7 @@ def verify_inputs(graph: Graph) -> Any:
         return (shape, info.dtype)
 
     structure = map_refs(graph.inputs, spec)
-    return (
-        list(structure)
-        if isinstance(structure, tuple) and not _is_leaf(structure)
-        else structure
-    )
+    return list(structure) if isinstance(structure, tuple) and not _is_leaf(structure) else structure
 
 
 # layers whose arguments hold a size that only fits the source's input size
@@ -112,9 +100,7 @@ def _is_leaf(value: Any) -> bool:
     return isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
 
 
-def layer_map(
-    graph: Graph, target_prefix="", source_prefix=(), names_prefix=""
-) -> list[tuple]:
+def layer_map(graph: Graph, target_prefix="", source_prefix=(), names_prefix="") -> list[tuple]:
     """Rows (target path, source index path, source name path, class, shapes) of weighted layers.
 
     Paths into nested models join names with "/", which Keras 3 forbids in layer names.
@@ -157,21 +143,14 @@ class ModelProject:
     def files(self) -> dict[str, str]:
         name = self.spec.name
         return assemble_set(
-            f"{name}.py",
-            self._build_model_module,
-            {f"{name}_port_weights.py": self._build_port_script},
+            f"{name}.py", self._build_model_module, {f"{name}_port_weights.py": self._build_port_script}
         )
 
     def _common(self, token: str | None) -> dict[str, Any]:
-        return {
-            "source_doc": doc_text(self.spec.model.describe()),
-            **header_context(self.spec, token),
-        }
+        return {"source_doc": doc_text(self.spec.model.describe()), **header_context(self.spec, token)}
 
     def _build_model_module(self, token: str | None) -> str:
-        module_names = Namespace(
-            reserved={"keras", "layers", "ops", "SOURCE", "INPUT_SHAPE", "_name_op"}
-        )
+        module_names = Namespace(reserved={"keras", "layers", "ops", "SOURCE", "INPUT_SHAPE", "_name_op"})
         module_names.reserve("build_model")
         doc = "The model with fresh weights; load ported ones with model.load_weights(...)."
         constants = [("SOURCE", render(self.spec.model.source))]
@@ -185,25 +164,16 @@ class ModelProject:
         if resizable:
             module_names.reserve("input_shape")
             doc = "The model with fresh weights for inputs of `input_shape`; load ported ones with load_weights(...)."
-        emitted, helpers = emit_functions(
-            module_names, [(graph, "build_model", doc, None)], self.spec.style
-        )
+        emitted, helpers = emit_functions(module_names, [(graph, "build_model", doc, None)], self.spec.style)
         if resizable:
             (build,) = [f for f in emitted.functions if f.name == "build_model"]
             build.params = ["input_shape=INPUT_SHAPE"]
         functions = helpers + emitted.functions
-        parts = module_parts(
-            [self.graph],
-            emitted.uses_ops,
-            self.introspection.custom_classes,
-            self.spec.name,
-        )
+        parts = module_parts([self.graph], emitted.uses_ops, self.introspection.custom_classes, self.spec.name)
         return render_template(
             "model.py.jinja",
             title=doc_text(f"Standalone Keras source for {self.spec.name}."),
-            weights_doc=doc_text(
-                f"python {self.spec.name}_port_weights.py --output {self.spec.name}.weights.h5"
-            ),
+            weights_doc=doc_text(f"python {self.spec.name}_port_weights.py --output {self.spec.name}.weights.h5"),
             imports=parts.imports,
             constants=constants,
             custom_classes=parts.classes,

@@ -72,9 +72,7 @@ class Plan:
     jpeg_how: str
     candidates: list[Candidate]
     choices: list[Choice]
-    layer_ms: dict[str, dict[str, float]] = field(
-        default_factory=dict
-    )  # layer -> {"phone": ms, "server": ms}
+    layer_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # layer -> {"phone": ms, "server": ms}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,13 +90,9 @@ def parse_bandwidths(text: str) -> list[float]:
         try:
             value = float(part)
         except ValueError:
-            raise StitchgenError(
-                f"--bandwidth {text!r}: {part.strip()!r} is not a number of Mbit/s"
-            ) from None
+            raise StitchgenError(f"--bandwidth {text!r}: {part.strip()!r} is not a number of Mbit/s") from None
         if not value > 0 or not math.isfinite(value):
-            raise StitchgenError(
-                f"--bandwidth {text!r}: every bandwidth must be above 0 Mbit/s, not {part.strip()}"
-            )
+            raise StitchgenError(f"--bandwidth {text!r}: every bandwidth must be above 0 Mbit/s, not {part.strip()}")
         values.append(value)
     return values
 
@@ -110,39 +104,25 @@ def read_latency_table(path: Path, known: list[str], option: str) -> dict[str, f
     table: dict[str, float] = {}
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            rows = [
-                row
-                for row in csv.reader(handle)
-                if row and any(cell.strip() for cell in row)
-            ]
+            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise StitchgenError(
-            f"{option} {str(path)!r} is not a CSV file of layer,ms rows: {exc}"
-        ) from None
+        raise StitchgenError(f"{option} {str(path)!r} is not a CSV file of layer,ms rows: {exc}") from None
     if rows and rows[0][0].strip().lower() == "layer":
         rows = rows[1:]
     for number, row in enumerate(rows, start=1):
         if len(row) != 2:
-            raise StitchgenError(
-                f"{option} {str(path)!r} row {number}: expected layer,ms; got {len(row)} fields"
-            )
+            raise StitchgenError(f"{option} {str(path)!r} row {number}: expected layer,ms; got {len(row)} fields")
         name, value = row[0].strip(), row[1].strip()
         try:
             ms = float(value)
         except ValueError:
-            raise StitchgenError(
-                f"{option} {str(path)!r} row {number}: {value!r} is not a number of ms"
-            ) from None
+            raise StitchgenError(f"{option} {str(path)!r} row {number}: {value!r} is not a number of ms") from None
         if not ms >= 0 or not math.isfinite(ms):
-            raise StitchgenError(
-                f"{option} {str(path)!r} row {number}: {ms} ms must be 0 or more"
-            )
+            raise StitchgenError(f"{option} {str(path)!r} row {number}: {ms} ms must be 0 or more")
         table[name] = ms
     unknown = sorted(set(table) - set(known))
     if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5]) + (
-            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        )
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise StitchgenError(
             f"{option} {str(path)!r} names layers the model does not have: {shown}; "
             "use the generated model's layer names (stitchgen plan --json lists them)"
@@ -169,11 +149,7 @@ def measure_layers(model, repeats: int) -> dict[str, float]:
             times[layer.name] = 0.0
             continue
         structure = layer.input
-        x = (
-            [sample(t) for t in structure]
-            if isinstance(structure, (list, tuple))
-            else sample(structure)
-        )
+        x = [sample(t) for t in structure] if isinstance(structure, (list, tuple)) else sample(structure)
         layer(x)  # warm-up
         samples = []
         for _ in range(repeats):
@@ -187,9 +163,7 @@ def measure_layers(model, repeats: int) -> dict[str, float]:
 def _crossing_bytes(project, info: TensorInfo, producer: str) -> int:
     bottleneck = getattr(project.spec, "bottleneck", None)
     if bottleneck is not None and producer == TRANSMISSION:
-        return transmitted_bytes(
-            code_info(project.head_crossing.info, bottleneck), bottleneck.transmit
-        )
+        return transmitted_bytes(code_info(project.head_crossing.info, bottleneck), bottleneck.transmit)
     return tensor_bytes(info, 4)
 
 
@@ -215,16 +189,8 @@ def plan(
         raise StitchgenError(f"--rtt-ms must be 0 or more, not {rtt_ms}")
     model = import_generated(project, "_plan_").build_model()
     names = [layer.name for layer in model.layers]
-    phone_table = (
-        read_latency_table(phone_latency, names, "--phone-latency")
-        if phone_latency
-        else {}
-    )
-    server_table = (
-        read_latency_table(server_latency, names, "--server-latency")
-        if server_latency
-        else {}
-    )
+    phone_table = read_latency_table(phone_latency, names, "--phone-latency") if phone_latency else {}
+    server_table = read_latency_table(server_latency, names, "--server-latency") if server_latency else {}
     missing = [n for n in names if n not in server_table]
     measured = measure_layers(model, repeats) if missing else {}
     server = {n: server_table.get(n, measured.get(n, 0.0)) for n in names}
@@ -251,9 +217,7 @@ def plan(
             )
         )
     if not candidates:
-        raise StitchgenError(
-            "the model has no layer after which a single tensor crosses; nothing to split"
-        )
+        raise StitchgenError("the model has no layer after which a single tensor crosses; nothing to split")
     input_shape = tuple(model.inputs[0].shape[1:])
     jpeg = jpeg_size(input_shape, images)
     all_server = sum(server.values())
@@ -288,9 +252,7 @@ def plan(
         )
     phone_how = f"{phone_slowdown:g}x this machine's times"
     if phone_table:
-        phone_how = (
-            f"{len(phone_table)} layers from {phone_latency}, the rest " + phone_how
-        )
+        phone_how = f"{len(phone_table)} layers from {phone_latency}, the rest " + phone_how
     server_how = "measured on this machine, per layer at batch 1"
     if server_table:
         server_how = f"{len(server_table)} layers from {server_latency}" + (
@@ -314,11 +276,15 @@ def render_text(result: Plan) -> str:
     lines = [
         f"# stitchgen plan: {result.name}",
         "",
-        f"{len(result.candidates)} valid cuts; phone: {result.phone}; server: {result.server}; "
-        f"round trip {result.rtt_ms:g} ms; the photo as JPEG: {result.jpeg_bytes:,} bytes ({result.jpeg_how}).",
+        (
+            f"{len(result.candidates)} valid cuts; phone: {result.phone}; server: {result.server}; "
+            f"round trip {result.rtt_ms:g} ms; the photo as JPEG: {result.jpeg_bytes:,} bytes ({result.jpeg_how})."
+        ),
         "",
-        "| Mbit/s | best cut | bytes | phone ms | transfer ms | server ms | total ms "
-        "| all on server ms | all on phone ms | fastest |",
+        (
+            "| Mbit/s | best cut | bytes | phone ms | transfer ms | server ms | total ms "
+            "| all on server ms | all on phone ms | fastest |"
+        ),
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in result.choices:
@@ -343,14 +309,10 @@ def plot(result: Plan, path: Path) -> Path:
     positions = [c.position for c in result.candidates]
     for choice in result.choices:
         totals = [
-            c.phone_ms
-            + transfer_ms(c.bytes, choice.bandwidth_mbps, result.rtt_ms)
-            + c.server_ms
+            c.phone_ms + transfer_ms(c.bytes, choice.bandwidth_mbps, result.rtt_ms) + c.server_ms
             for c in result.candidates
         ]
-        (line,) = axes.plot(
-            positions, totals, label=f"{choice.bandwidth_mbps:g} Mbit/s"
-        )
+        (line,) = axes.plot(positions, totals, label=f"{choice.bandwidth_mbps:g} Mbit/s")
         axes.axhline(
             choice.all_on_server_ms,
             color=line.get_color(),
@@ -366,9 +328,7 @@ def plot(result: Plan, path: Path) -> Path:
     axes.set_xlabel("cut: last layer on the phone (index)")
     axes.set_ylabel("end-to-end latency (ms)")
     axes.set_yscale("log")
-    axes.set_title(
-        f"{result.name}: latency by cut (dashed: all on server, uploading the JPEG)"
-    )
+    axes.set_title(f"{result.name}: latency by cut (dashed: all on server, uploading the JPEG)")
     axes.legend()
     figure.tight_layout()
     replace_atomically(str(path), lambda tmp: figure.savefig(tmp, format="png"))

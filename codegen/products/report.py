@@ -43,10 +43,7 @@ def _latency(model, batch: int, repeats: int) -> float:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    inputs = [
-        rng.standard_normal((batch,) + tuple(t.shape[1:])).astype("float32")
-        for t in model.inputs
-    ]
+    inputs = [rng.standard_normal((batch,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs]
     x = inputs if len(inputs) > 1 else inputs[0]
     for _ in range(2):
         model(x, training=False)
@@ -58,9 +55,7 @@ def _latency(model, batch: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _part_row(
-    name: str, model, graph, output_shape, batch: int, repeats: int
-) -> dict[str, Any]:
+def _part_row(name: str, model, graph, output_shape, batch: int, repeats: int) -> dict[str, Any]:
     import numpy as np
 
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
@@ -71,65 +66,31 @@ def _part_row(
         "params_frozen": frozen,
         "macs_per_image": graph_cost(graph).macs,
         "output_shape": output_shape,
-        "latency_ms_batch_1": (
-            round(_latency(model, 1, repeats), 3) if repeats else None
-        ),
-        f"latency_ms_batch_{batch}": (
-            round(_latency(model, batch, repeats), 3) if repeats else None
-        ),
+        "latency_ms_batch_1": round(_latency(model, 1, repeats), 3) if repeats else None,
+        f"latency_ms_batch_{batch}": round(_latency(model, batch, repeats), 3) if repeats else None,
     }
 
 
-def stitch_report(
-    project, repeats: int = 10, batch: int = 8, images: Path | None = None
-) -> dict[str, Any]:
+def stitch_report(project, repeats: int = 10, batch: int = 8, images: Path | None = None) -> dict[str, Any]:
     """The report of a stitched hybrid (a `StitchProject`); `images` measure the input as JPEG."""
     module = import_generated(project, "_report_")
-    head, adapter, tail = (
-        module.build_head(),
-        module.build_adapter(),
-        module.build_tail(),
-    )
+    head, adapter, tail = module.build_head(), module.build_adapter(), module.build_tail()
     tail_out = [list(t.shape[1:]) for t in tail.outputs]
     parts = [
-        _part_row(
-            "head",
-            head,
-            project.head_graph,
-            list(module.HEAD_OUTPUT_SHAPE),
-            batch,
-            repeats,
-        ),
+        _part_row("head", head, project.head_graph, list(module.HEAD_OUTPUT_SHAPE), batch, repeats),
         # the adapter's IR is designed from shapes, without weights: cost the built model instead
         _part_row(
-            "adapter",
-            adapter,
-            introspect(adapter).graph,
-            [list(s) for s in module.TAIL_INPUT_SHAPES],
-            batch,
-            repeats,
+            "adapter", adapter, introspect(adapter).graph, [list(s) for s in module.TAIL_INPUT_SHAPES], batch, repeats
         ),
-        _part_row(
-            "tail",
-            tail,
-            project.tail_graph,
-            tail_out[0] if len(tail_out) == 1 else tail_out,
-            batch,
-            repeats,
-        ),
+        _part_row("tail", tail, project.tail_graph, tail_out[0] if len(tail_out) == 1 else tail_out, batch, repeats),
     ]
     crossing = project.head_crossing
     return {
         "name": project.spec.name,
         "kind": "stitch",
         "parts": parts,
-        "bytes_at_cut": bytes_rows(
-            "head output (adapter on the server)", [(crossing.producer, crossing.info)]
-        )
-        + bytes_rows(
-            "tail frontier (adapter on the phone)",
-            [(c.producer, c.info) for c in project.tail_crossings],
-        ),
+        "bytes_at_cut": bytes_rows("head output (adapter on the server)", [(crossing.producer, crossing.info)])
+        + bytes_rows("tail frontier (adapter on the phone)", [(c.producer, c.info) for c in project.tail_crossings]),
         "sent": hybrid_link(project, images).as_dict(),
         "machine": _machine(),
         "repeats": repeats,
@@ -141,16 +102,7 @@ def model_report(project, repeats: int = 10, batch: int = 8) -> dict[str, Any]:
     """The report of one generated model (a `ModelProject`)."""
     model = import_generated(project, "_report_").build_model()
     outputs = [list(t.shape[1:]) for t in model.outputs]
-    parts = [
-        _part_row(
-            "model",
-            model,
-            project.graph,
-            outputs[0] if len(outputs) == 1 else outputs,
-            batch,
-            repeats,
-        )
-    ]
+    parts = [_part_row("model", model, project.graph, outputs[0] if len(outputs) == 1 else outputs, batch, repeats)]
     return {"name": project.spec.name, "kind": "model", "parts": parts, "bytes_at_cut": [], "machine": _machine(),
             "repeats": repeats, "batch": batch}  # fmt: skip
 
@@ -168,11 +120,7 @@ def _n(value: Any) -> str:
         return f"{value:.2f}"
     if isinstance(value, list) and value and isinstance(value[0], list):
         return ", ".join(_n(v) for v in value)
-    return (
-        "(" + ", ".join(str(v) for v in value) + ")"
-        if isinstance(value, list)
-        else str(value)
-    )
+    return "(" + ", ".join(str(v) for v in value) + ")" if isinstance(value, list) else str(value)
 
 
 def _times(sent: int, other: int) -> str:
@@ -210,10 +158,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if sent:
         lines += [
             "",
-            f"Sent per image ({sent['sent']}): {sent['bytes']:,} bytes, "
-            f"{_times(sent['bytes'], sent['float32_cut'])} the float32 cut ({sent['float32_cut']:,} bytes) "
-            f"and {_times(sent['bytes'], sent['jpeg']['bytes'])} the input image as JPEG "
-            f"({sent['jpeg']['bytes']:,} bytes, {sent['jpeg']['how']}).",
+            (
+                f"Sent per image ({sent['sent']}): {sent['bytes']:,} bytes, "
+                f"{_times(sent['bytes'], sent['float32_cut'])} the float32 cut ({sent['float32_cut']:,} bytes) "
+                f"and {_times(sent['bytes'], sent['jpeg']['bytes'])} the input image as JPEG "
+                f"({sent['jpeg']['bytes']:,} bytes, {sent['jpeg']['how']})."
+            ),
         ]
     lines += [
         "",

@@ -155,15 +155,11 @@ def spread(ranked: list[Candidate], top: int) -> list[Candidate]:
 def _probe(model, names: list[str]):
     import keras
 
-    tensors = [
-        next(op for op in model.operations if op.name == n).output for n in names
-    ]
+    tensors = [next(op for op in model.operations if op.name == n).output for n in names]
     return keras.Model(model.inputs, tensors)
 
 
-def residuals(
-    chosen: list[Candidate], head_model, tail_model, batches, progress=None
-) -> None:
+def residuals(chosen: list[Candidate], head_model, tail_model, batches, progress=None) -> None:
     """Fill in the normalised least-squares residual (1 - R^2) of each chosen pair.
 
     `batches` yields (head inputs, tail inputs) for the same images. The normal
@@ -175,25 +171,17 @@ def residuals(
 
     head_names = sorted({c.head_tensor for c in chosen})
     tail_names = sorted({c.tail_tensor for c in chosen})
-    head_probe, tail_probe = _probe(head_model, head_names), _probe(
-        tail_model, tail_names
-    )
+    head_probe, tail_probe = _probe(head_model, head_names), _probe(tail_model, tail_names)
     sums: dict[int, list] = {}
     for head_x, tail_x in batches:
         heads = dict(zip(head_names, _as_list(head_probe(head_x, training=False))))
         tails = dict(zip(tail_names, _as_list(tail_probe(tail_x, training=False))))
         for k, c in enumerate(chosen):
             target = keras.ops.convert_to_numpy(tails[c.tail_tensor]).astype("float64")
-            z = keras.ops.convert_to_numpy(
-                _spatial_fix(heads[c.head_tensor], tuple(target.shape[1:3]))
-            ).astype("float64")
-            z = np.concatenate(
-                [
-                    z.reshape(-1, z.shape[-1]),
-                    np.ones((z.shape[0] * z.shape[1] * z.shape[2], 1)),
-                ],
-                axis=1,
+            z = keras.ops.convert_to_numpy(_spatial_fix(heads[c.head_tensor], tuple(target.shape[1:3]))).astype(
+                "float64"
             )
+            z = np.concatenate([z.reshape(-1, z.shape[-1]), np.ones((z.shape[0] * z.shape[1] * z.shape[2], 1))], axis=1)
             t = target.reshape(-1, target.shape[-1])
             if k not in sums:
                 sums[k] = [
@@ -234,21 +222,15 @@ def count_images(path: Path, limit: int) -> int:
         try:
             with np.load(path, mmap_mode="r") as data:
                 if "x" not in data:
-                    raise StitchgenError(
-                        f"--images {str(path)!r} has no array named 'x' (N x H x W x C pixels, 0-255)"
-                    )
+                    raise StitchgenError(f"--images {str(path)!r} has no array named 'x' (N x H x W x C pixels, 0-255)")
                 return min(len(data["x"]), limit)
         except (OSError, ValueError) as exc:
-            raise StitchgenError(
-                f"--images {str(path)!r} is not a readable .npz file ({exc})"
-            ) from None
+            raise StitchgenError(f"--images {str(path)!r} is not a readable .npz file ({exc})") from None
     exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
     return min(sum(1 for p in path.rglob("*") if p.suffix.lower() in exts), limit)
 
 
-def image_batches(
-    path: Path, sizes: list[tuple[int, int]], limit: int = 512, batch_size: int = 16
-):
+def image_batches(path: Path, sizes: list[tuple[int, int]], limit: int = 512, batch_size: int = 16):
     """Batches of up to `limit` images from a directory or a .npz `x`, float32 0-255, once per size.
 
     Yields a tuple with one array per size: the same images, resized for each network.
@@ -263,41 +245,23 @@ def image_batches(
         try:
             data = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
-            raise StitchgenError(
-                f"--images {str(path)!r} is not a readable .npz file ({exc})"
-            ) from None
+            raise StitchgenError(f"--images {str(path)!r} is not a readable .npz file ({exc})") from None
         if "x" not in data:
-            raise StitchgenError(
-                f"--images {str(path)!r} has no array named 'x' (N x H x W x C pixels, 0-255)"
-            )
+            raise StitchgenError(f"--images {str(path)!r} has no array named 'x' (N x H x W x C pixels, 0-255)")
         x = data["x"]
         if x.ndim != 4 or len(x) == 0:
-            raise StitchgenError(
-                f"--images {str(path)!r}: x has shape {x.shape}; expected N x H x W x C, N > 0"
-            )
+            raise StitchgenError(f"--images {str(path)!r}: x has shape {x.shape}; expected N x H x W x C, N > 0")
         for start in range(0, min(len(x), limit), batch_size):
-            chunk = np.asarray(
-                x[start : min(start + batch_size, limit)], dtype="float32"
-            )
-            yield tuple(
-                keras.ops.convert_to_numpy(keras.ops.image.resize(chunk, size))
-                for size in sizes
-            )
+            chunk = np.asarray(x[start : min(start + batch_size, limit)], dtype="float32")
+            yield tuple(keras.ops.convert_to_numpy(keras.ops.image.resize(chunk, size)) for size in sizes)
         return
     if not path.is_dir():
-        raise StitchgenError(
-            f"--images {str(path)!r} is neither an image directory nor a .npz file"
-        )
+        raise StitchgenError(f"--images {str(path)!r} is neither an image directory nor a .npz file")
     if count_images(path, limit) == 0:
         raise StitchgenError(f"--images {str(path)!r} holds no images")
     try:
         dataset = keras.utils.image_dataset_from_directory(
-            path,
-            labels=None,
-            image_size=sizes[0],
-            batch_size=batch_size,
-            shuffle=False,
-            verbose=False,
+            path, labels=None, image_size=sizes[0], batch_size=batch_size, shuffle=False, verbose=False
         )
     except ValueError as exc:
         raise StitchgenError(f"--images {str(path)!r}: {exc}") from None
@@ -305,9 +269,6 @@ def image_batches(
     for batch in dataset:
         batch = np.asarray(batch, "float32")[: limit - seen]
         seen += len(batch)
-        yield (batch,) + tuple(
-            keras.ops.convert_to_numpy(keras.ops.image.resize(batch, size))
-            for size in sizes[1:]
-        )
+        yield (batch,) + tuple(keras.ops.convert_to_numpy(keras.ops.image.resize(batch, size)) for size in sizes[1:])
         if seen >= limit:
             return

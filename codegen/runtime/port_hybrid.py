@@ -70,35 +70,21 @@ def verify(sources, target, generated, tolerance=TOLERANCE, seed=0, batch_size=2
 
     head = generated.build_head()
     copy_by_name(target, head)
-    x = rng.standard_normal((batch_size,) + tuple(generated.INPUT_SHAPE)).astype(
-        "float32"
-    )
+    x = rng.standard_normal((batch_size,) + tuple(generated.INPUT_SHAPE)).astype("float32")
     reference = _submodel(head_source, operation_output(head_source, *HEAD_OUTPUT))
-    head_result = compare_outputs(
-        flatten(reference(x, training=False)),
-        flatten(head(x, training=False)),
-        tolerance,
-    )
+    head_result = compare_outputs(flatten(reference(x, training=False)), flatten(head(x, training=False)), tolerance)
 
     tail = generated.build_tail()
     copy_by_name(target, tail)
-    y = rng.standard_normal((batch_size,) + tuple(TAIL_SOURCE_INPUT_SHAPE)).astype(
-        "float32"
-    )
-    frontier = _submodel(
-        tail_source, [operation_output(tail_source, *t) for t in TAIL_FRONTIER]
-    )
+    y = rng.standard_normal((batch_size,) + tuple(TAIL_SOURCE_INPUT_SHAPE)).astype("float32")
+    frontier = _submodel(tail_source, [operation_output(tail_source, *t) for t in TAIL_FRONTIER])
     activations = frontier(y, training=False)
     if not isinstance(activations, (list, tuple)):
         activations = [activations]
     if CLASSIFIER is not None:  # compare where the new top starts
-        tail_source = _submodel(
-            tail_source, operation_output(tail_source, *CLASSIFIER_INPUT)
-        )
+        tail_source = _submodel(tail_source, operation_output(tail_source, *CLASSIFIER_INPUT))
         tail = keras.Model(tail.inputs, tail.get_layer(NEW_TOP).input)
-    expected, actual = tail_source(y, training=False), tail(
-        list(activations), training=False
-    )
+    expected, actual = tail_source(y, training=False), tail(list(activations), training=False)
     tail_result = compare_outputs(flatten(expected), flatten(actual), tolerance)
     return head_result, tail_result
 
@@ -106,41 +92,20 @@ def verify(sources, target, generated, tolerance=TOLERANCE, seed=0, batch_size=2
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--head-weights",
-        help=f"head source weights (default: {HEAD_DEFAULT_WEIGHTS})".replace(
-            "%", "%%"
-        ),
+        "--head-weights", help=f"head source weights (default: {HEAD_DEFAULT_WEIGHTS})".replace("%", "%%")
     )
     parser.add_argument(
-        "--tail-weights",
-        help=f"tail source weights (default: {TAIL_DEFAULT_WEIGHTS})".replace(
-            "%", "%%"
-        ),
+        "--tail-weights", help=f"tail source weights (default: {TAIL_DEFAULT_WEIGHTS})".replace("%", "%%")
+    )
+    parser.add_argument("--adapter-weights", help="weights of build_adapter() to load (default: fresh)")
+    parser.add_argument("--output", required=True, help="where to write the hybrid's weights (.weights.h5)")
+    parser.add_argument(
+        "--verify", action="store_true", help="check head and tail against their sources before writing"
     )
     parser.add_argument(
-        "--adapter-weights", help="weights of build_adapter() to load (default: fresh)"
+        "--tolerance", type=float, default=TOLERANCE, help="relative tolerance for --verify (default: %(default)s)"
     )
-    parser.add_argument(
-        "--output",
-        required=True,
-        help="where to write the hybrid's weights (.weights.h5)",
-    )
-    parser.add_argument(
-        "--verify",
-        action="store_true",
-        help="check head and tail against their sources before writing",
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=TOLERANCE,
-        help="relative tolerance for --verify (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show TensorFlow's logs and whole error messages",
-    )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's logs and whole error messages")
     args = parser.parse_args(argv)
     if not args.output.endswith(".weights.h5"):
         parser.error("--output must end in .weights.h5")
@@ -156,16 +121,11 @@ def main(argv=None):
             load_adapter(args.adapter_weights, target, generated)
         if args.verify:
             failed = False
-            for side, (passed, message) in zip(
-                ("head", "tail"), verify(sources, target, generated, args.tolerance)
-            ):
+            for side, (passed, message) in zip(("head", "tail"), verify(sources, target, generated, args.tolerance)):
                 print(f"verify {side}: {message}")
                 failed = failed or not passed
             if failed:
-                print(
-                    "error: the hybrid does not reproduce its sources; nothing written",
-                    file=sys.stderr,
-                )
+                print("error: the hybrid does not reproduce its sources; nothing written", file=sys.stderr)
                 return 1
         save_atomic(target, args.output)
     except MixedSetError as exc:

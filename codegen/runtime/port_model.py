@@ -51,32 +51,14 @@ def verify(source, target, tolerance=TOLERANCE, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--weights",
-        help=f"source weights: {WEIGHTS_HELP} (default: {DEFAULT_WEIGHTS})".replace(
-            "%", "%%"
-        ),
+        "--weights", help=f"source weights: {WEIGHTS_HELP} (default: {DEFAULT_WEIGHTS})".replace("%", "%%")
     )
+    parser.add_argument("--output", required=True, help="where to write the ported weights (.weights.h5)")
+    parser.add_argument("--verify", action="store_true", help="compare source and generated outputs before writing")
     parser.add_argument(
-        "--output",
-        required=True,
-        help="where to write the ported weights (.weights.h5)",
+        "--tolerance", type=float, default=TOLERANCE, help="relative tolerance for --verify (default: %(default)s)"
     )
-    parser.add_argument(
-        "--verify",
-        action="store_true",
-        help="compare source and generated outputs before writing",
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=TOLERANCE,
-        help="relative tolerance for --verify (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show TensorFlow's logs and whole error messages",
-    )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's logs and whole error messages")
     args = parser.parse_args(argv)
     if not args.output.endswith(".weights.h5"):
         parser.error("--output must end in .weights.h5")
@@ -89,10 +71,7 @@ def main(argv=None):
             passed, message = verify(source, target, args.tolerance)
             print(f"verify: {message}")
             if not passed:
-                print(
-                    "error: the generated model does not reproduce the source; nothing written",
-                    file=sys.stderr,
-                )
+                print("error: the generated model does not reproduce the source; nothing written", file=sys.stderr)
                 return 1
         save_atomic(target, args.output)
     except MixedSetError as exc:

@@ -50,9 +50,7 @@ def load_module_beside(here, name, expected_set, regenerate):
         with open(path, encoding="utf-8") as stream:
             found = module_set_token(stream.read())
     except (OSError, UnicodeDecodeError) as exc:
-        raise MixedSetError(
-            f"cannot read {path} ({exc}); regenerate the set: {regenerate}"
-        ) from None
+        raise MixedSetError(f"cannot read {path} ({exc}); regenerate the set: {regenerate}") from None
     if found != expected_set:
         raise MixedSetError(
             f"{name}.py is from another generation than this script (set {found or 'none'}, "
@@ -97,9 +95,7 @@ def plan(sources, target, rows):
         try:
             src = layer_by_indices(sources[side], source_path)
         except IndexError:
-            raise PortError(
-                f"{where} has no layer at {source_path} ({source_names})"
-            ) from None
+            raise PortError(f"{where} has no layer at {source_path} ({source_names})") from None
         dst = layer_by_names(target, target_path)
         if src.name != source_names.split("/")[-1] or type(src).__name__ != class_name:
             raise PortError(
@@ -109,9 +105,7 @@ def plan(sources, target, rows):
         got = tuple(tuple(w.shape) for w in src.weights)
         want = tuple(tuple(w.shape) for w in dst.weights)
         if got != tuple(shapes) or want != tuple(shapes):
-            raise PortError(
-                f"weight shapes differ for {where} {source_names}: source {got}, generated {want}"
-            )
+            raise PortError(f"weight shapes differ for {where} {source_names}: source {got}, generated {want}")
         pairs.append((src, dst))
     return pairs
 
@@ -119,9 +113,7 @@ def plan(sources, target, rows):
 def port_rows(sources, target, rows):
     """Copy the weights of every pair `plan` checked, with a progress bar for large models."""
     pairs = plan(sources, target, rows)
-    progress = (
-        keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
-    )
+    progress = keras.utils.Progbar(len(pairs), unit_name="layer") if len(pairs) > 50 else None
     for i, (src, dst) in enumerate(pairs, start=1):
         set_layer_weights(dst, src.get_weights())
         if progress is not None:
@@ -153,9 +145,7 @@ def weights_argument(value, default, here):
     if value is None:
         value = default if default in WEIGHT_KEYWORDS else os.path.join(here, default)
     if value not in WEIGHT_KEYWORDS and not os.path.isfile(value):
-        raise ValueError(
-            f"weights file {value!r} does not exist; give imagenet, none, or a weights file"
-        )
+        raise ValueError(f"weights file {value!r} does not exist; give imagenet, none, or a weights file")
     return value
 
 
@@ -209,11 +199,7 @@ def _undo_preprocessing(batch, chain):
             batch = (batch - offset) / np.where(scale == 0, 1.0, scale)
         else:
             mean = keras.ops.convert_to_numpy(layer.mean).astype("float64")
-            std = np.sqrt(
-                np.maximum(
-                    keras.ops.convert_to_numpy(layer.variance).astype("float64"), 1e-12
-                )
-            )
+            std = np.sqrt(np.maximum(keras.ops.convert_to_numpy(layer.variance).astype("float64"), 1e-12))
             batch = (batch - mean) / std if layer.invert else batch * std + mean
     return batch
 
@@ -234,9 +220,7 @@ def seeded_inputs(model, seed=0, batch_size=2):
             return rng.integers(0, 2, size=shape).astype(dtype)
         return _undo_preprocessing(rng.standard_normal(shape), chain).astype(dtype)
 
-    if isinstance(
-        model, keras.Sequential
-    ):  # it has .inputs, but no .input until called
+    if isinstance(model, keras.Sequential):  # it has .inputs, but no .input until called
         return make(model.inputs[0])
     return keras.tree.map_structure(make, model.input)
 
@@ -261,9 +245,7 @@ def fill_seeded(model, seed=0):
             value = rng.uniform(0.5, 1.5, shape)
         elif leaf == "gamma":
             value = rng.uniform(0.5, 1.5, shape)
-            value = np.where(
-                rng.random(shape) < 0.1, rng.uniform(-1e-3, 1e-3, shape), value
-            )
+            value = np.where(rng.random(shape) < 0.1, rng.uniform(-1e-3, 1e-3, shape), value)
         elif leaf in ("beta", "bias", "moving_mean", "mean") or len(shape) <= 1:
             value = rng.normal(0.0, 0.1, shape)
         else:
@@ -273,11 +255,7 @@ def fill_seeded(model, seed=0):
     for layer in _layers(model):
         if layer is not model and callable(getattr(layer, "finalize_state", None)):
             layer.finalize_state()  # e.g. Normalization: constants derived from the new mean and variance
-    norms = [
-        layer
-        for layer in _layers(model)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    norms = [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if norms:
         momenta = [layer.momentum for layer in norms]
         for layer in norms:
@@ -308,9 +286,7 @@ def compare_outputs(expected, actual, tolerance):
     """
     expected = [np.asarray(e, dtype="float64") for e in expected]
     actual = [np.asarray(a, dtype="float64") for a in actual]
-    if len(expected) != len(actual) or any(
-        e.shape != a.shape for e, a in zip(expected, actual)
-    ):
+    if len(expected) != len(actual) or any(e.shape != a.shape for e, a in zip(expected, actual)):
         return False, "the outputs differ in number or shape"
     diff = max(float(np.max(np.abs(e - a))) for e, a in zip(expected, actual))
     scale = max(float(np.sqrt(np.mean(np.square(e)))) for e in expected)
@@ -320,11 +296,7 @@ def compare_outputs(expected, actual, tolerance):
         return False, message + ": non-finite output, nothing can be checked"
     spread = max(float(np.max(np.abs(e - e[:1]))) for e in expected)
     if scale == 0.0 or spread <= limit:
-        return (
-            False,
-            message
-            + ": degenerate output (the same for every input), nothing can be checked",
-        )
+        return False, message + ": degenerate output (the same for every input), nothing can be checked"
     return diff <= limit, message
 
 
@@ -337,9 +309,7 @@ def file_mode():
 
 def replace_atomically(path, write, suffix=""):
     """Write `path` through a temporary sibling that `write(tmp)` fills: a failure leaves no file, old or half."""
-    handle, tmp = tempfile.mkstemp(
-        suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
-    )
+    handle, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
     os.close(handle)
     try:
         write(tmp)
@@ -352,9 +322,7 @@ def replace_atomically(path, write, suffix=""):
 
 def save_atomic(model, path):
     """Write `model`'s weights to `path` atomically."""
-    replace_atomically(
-        path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5"
-    )
+    replace_atomically(path, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=".weights.h5")
 
 
 def one_line(exc):

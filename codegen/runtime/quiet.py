@@ -19,10 +19,7 @@ def quiet_tensorflow(argv=None):
 
     Without TensorFlow installed (another Keras backend) there is nothing to quiet.
     """
-    if (
-        "--verbose" in (sys.argv[1:] if argv is None else argv)
-        or "tensorflow" in sys.modules
-    ):
+    if "--verbose" in (sys.argv[1:] if argv is None else argv) or "tensorflow" in sys.modules:
         return
     if importlib.util.find_spec("tensorflow") is None:
         return
@@ -31,9 +28,7 @@ def quiet_tensorflow(argv=None):
     try:
         sys.stderr.flush()
         os.dup2(null, 2)
-        importlib.import_module(
-            "tensorflow"
-        )  # loaded here, silently, for keras to find
+        importlib.import_module("tensorflow")  # loaded here, silently, for keras to find
     finally:
         os.dup2(saved, 2)
         os.close(saved)

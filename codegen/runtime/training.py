@@ -76,9 +76,7 @@ def resolve_preprocess(path):
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise TrainError(
-            f"cannot import preprocessing function {path!r}: {exc}"
-        ) from None
+        raise TrainError(f"cannot import preprocessing function {path!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------- data
@@ -94,37 +92,25 @@ def read_images(path, size, channels, batch_size):
             raise TrainError(f"{path} has no array named 'x'")
         x = data["x"]
         if x.ndim != 4 or x.shape[-1] != channels:
-            raise TrainError(
-                f"{path}: x has shape {x.shape}; expected N x H x W x {channels}"
-            )
+            raise TrainError(f"{path}: x has shape {x.shape}; expected N x H x W x {channels}")
         y = data["y"].astype("int64") if "y" in data else np.full(len(x), -1, "int64")
         if len(x) == 0:
             raise TrainError(f"{path} holds no images")
 
         def batches():
             for start in range(0, len(x), batch_size):
-                images = keras.ops.image.resize(
-                    x[start : start + batch_size].astype("float32"), size
-                )
+                images = keras.ops.image.resize(x[start : start + batch_size].astype("float32"), size)
                 yield keras.ops.convert_to_numpy(images), y[start : start + batch_size]
 
         return batches, len(x), "y" in data, None
     if not os.path.isdir(path):
         raise TrainError(f"{path} is neither an image directory nor a .npz file")
     if channels != 3:
-        raise TrainError(
-            f"the head expects {channels} channels; image directories give RGB images"
-        )
-    has_labels = any(
-        os.path.isdir(os.path.join(path, entry)) for entry in os.listdir(path)
-    )
+        raise TrainError(f"the head expects {channels} channels; image directories give RGB images")
+    has_labels = any(os.path.isdir(os.path.join(path, entry)) for entry in os.listdir(path))
     try:
         dataset = keras.utils.image_dataset_from_directory(
-            path,
-            labels="inferred" if has_labels else None,
-            image_size=size,
-            batch_size=batch_size,
-            shuffle=False,
+            path, labels="inferred" if has_labels else None, image_size=size, batch_size=batch_size, shuffle=False
         )
     except ValueError as exc:
         raise TrainError(f"{path}: {exc}") from None
@@ -132,17 +118,10 @@ def read_images(path, size, channels, batch_size):
 
     def batches():
         for item in dataset:
-            images, labels = (
-                item if has_labels else (item, np.full(item.shape[0], -1, "int64"))
-            )
+            images, labels = item if has_labels else (item, np.full(item.shape[0], -1, "int64"))
             yield np.asarray(images, "float32"), np.asarray(labels, "int64")
 
-    return (
-        batches,
-        count,
-        has_labels,
-        (list(dataset.class_names) if has_labels else None),
-    )
+    return batches, count, has_labels, (list(dataset.class_names) if has_labels else None)
 
 
 def npz_arrays(path):
@@ -153,22 +132,14 @@ def npz_arrays(path):
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [
-                info for info in archive.infolist() if info.filename.endswith(".npy")
-            ]
+            members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
         arrays = {}
         loaded = None
         for info in members:
             name = info.filename[: -len(".npy")]
-            mapped = (
-                _mapped_member(path, info)
-                if info.compress_type == zipfile.ZIP_STORED
-                else None
-            )
+            mapped = _mapped_member(path, info) if info.compress_type == zipfile.ZIP_STORED else None
             if mapped is None:
-                loaded = (
-                    loaded if loaded is not None else np.load(path, allow_pickle=False)
-                )
+                loaded = loaded if loaded is not None else np.load(path, allow_pickle=False)
                 mapped = loaded[name]
             arrays[name] = mapped
         return arrays
@@ -180,9 +151,7 @@ def _mapped_member(path, info):
     """A memory map of one stored .npy member of a zip file, or None when it cannot be mapped."""
     with open(path, "rb") as raw:
         raw.seek(info.header_offset)
-        local = raw.read(
-            30
-        )  # the local file header: its name and extra field lengths end it
+        local = raw.read(30)  # the local file header: its name and extra field lengths end it
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
             return None
         name_length, extra_length = struct.unpack("<HH", local[26:30])
@@ -197,14 +166,7 @@ def _mapped_member(path, info):
         offset = raw.tell()
     if dtype.hasobject or 0 in shape:
         return None
-    return np.memmap(
-        path,
-        dtype=dtype,
-        mode="r",
-        offset=offset,
-        shape=shape,
-        order="F" if fortran else "C",
-    )
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 class Cache:
@@ -224,17 +186,10 @@ class Cache:
         head_size = tuple(head.inputs[0].shape[1:3])
         tail_size = tuple(teacher.inputs[0].shape[1:3])
         channels = head.inputs[0].shape[-1]
-        batches, count, has_labels, folders = read_images(
-            path, max(head_size, tail_size), channels, batch_size
-        )
-        shapes = [tuple(head.outputs[0].shape[1:])] + [
-            tuple(t.shape[1:]) for t in teacher.outputs
-        ]
+        batches, count, has_labels, folders = read_images(path, max(head_size, tail_size), channels, batch_size)
+        shapes = [tuple(head.outputs[0].shape[1:])] + [tuple(t.shape[1:]) for t in teacher.outputs]
         nbytes = 4 * count * sum(int(np.prod(s)) for s in shapes)
-        arrays = [
-            _allocate(directory, f"{name}_{i}", (count,) + shape, nbytes)
-            for i, shape in enumerate(shapes)
-        ]
+        arrays = [_allocate(directory, f"{name}_{i}", (count,) + shape, nbytes) for i, shape in enumerate(shapes)]
         labels = np.empty(count, "int64")
         progress = keras.utils.Progbar(count, unit_name="image")
         start = 0
@@ -242,9 +197,7 @@ class Cache:
             n = len(images)
             finite = np.isfinite(images).reshape(n, -1).all(axis=1)
             if not finite.all():
-                raise TrainError(
-                    f"{path}: image {start + int(np.argmin(finite))} has non-finite pixels"
-                )
+                raise TrainError(f"{path}: image {start + int(np.argmin(finite))} has non-finite pixels")
             head_in = head_inputs(images, head_size, head_pre)
             tail_in = teacher_inputs(images, tail_size, tail_pre)
             outputs = [_apply(head, head_in)] + _as_list(_apply(teacher, tail_in))
@@ -254,27 +207,18 @@ class Cache:
             start += n
             progress.update(start)
         tail_classes = int(arrays[-1].shape[-1])
-        labels, names = own_labels(
-            labels, folders, has_labels, tail_classes, path, known_names
-        )
+        labels, names = own_labels(labels, folders, has_labels, tail_classes, path, known_names)
         return cls((arrays[0], arrays[1:-1], arrays[-1], labels), has_labels, names)
 
     def split(self, fraction, seed=0):
         order = np.random.default_rng(seed).permutation(len(self))
         n_val = max(1, round(len(self) * fraction))
         if n_val >= len(self):
-            raise TrainError(
-                "the training set is too small to split off validation images; pass --val"
-            )
+            raise TrainError("the training set is too small to split off validation images; pass --val")
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
 
         def take(index):
-            arrays = (
-                self.features[index],
-                [t[index] for t in self.targets],
-                self.teacher[index],
-                self.labels[index],
-            )
+            arrays = (self.features[index], [t[index] for t in self.targets], self.teacher[index], self.labels[index])
             return Cache(arrays, self.has_labels, self.class_names)
 
         return take(train), take(val)
@@ -282,9 +226,7 @@ class Cache:
 
 def _shown(values, limit=5):
     values = [str(v) for v in values]
-    return ", ".join(values[:limit]) + (
-        f" and {len(values) - limit} more" if len(values) > limit else ""
-    )
+    return ", ".join(values[:limit]) + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def own_labels(labels, folders, has_labels, tail_classes, path, known_names=None):
@@ -323,19 +265,9 @@ def own_labels(labels, folders, has_labels, tail_classes, path, known_names=None
     count = CLASSES if CLASSES is not None else tail_classes
     bad = np.unique(labels[(labels < 0) | (labels >= count)])
     if bad.size:
-        what = (
-            f"the spec's classes = {CLASSES}"
-            if CLASSES is not None
-            else f"the tail network's {count} class ids"
-        )
-        hint = (
-            ""
-            if CLASSES is not None
-            else "; for classes of your own, add classes = N to the spec's [tail] table"
-        )
-        raise TrainError(
-            f"{path}: labels {_shown(bad)} are outside 0..{count - 1} ({what}){hint}"
-        )
+        what = f"the spec's classes = {CLASSES}" if CLASSES is not None else f"the tail network's {count} class ids"
+        hint = "" if CLASSES is not None else "; for classes of your own, add classes = N to the spec's [tail] table"
+        raise TrainError(f"{path}: labels {_shown(bad)} are outside 0..{count - 1} ({what}){hint}")
     if CLASSES is not None and names is None:
         names = list(CLASS_NAMES) if CLASS_NAMES else [str(i) for i in range(CLASSES)]
     return labels, names
@@ -345,9 +277,7 @@ def _allocate(directory, name, shape, nbytes):
     if nbytes <= MEMORY_CACHE_BYTES:
         return np.empty(shape, "float32")
     os.makedirs(directory, exist_ok=True)
-    return np.lib.format.open_memmap(
-        os.path.join(directory, name + ".npy"), mode="w+", dtype="float32", shape=shape
-    )
+    return np.lib.format.open_memmap(os.path.join(directory, name + ".npy"), mode="w+", dtype="float32", shape=shape)
 
 
 def _apply(model, x):
@@ -373,34 +303,21 @@ def stream(inputs, targets, batch_size, shuffle, seed=0, shard=(0, 1)):
         steps = max(workers, steps - steps % workers) // workers
 
     def batches():
-        order = (
-            np.random.default_rng(seed).permutation(count)
-            if shuffle
-            else np.arange(count)
-        )
+        order = np.random.default_rng(seed).permutation(count) if shuffle else np.arange(count)
         starts = range(0, count, batch_size)
         if workers > 1:
-            starts = [
-                starts[(k * workers + index_of) % len(starts)] for k in range(steps)
-            ]
+            starts = [starts[(k * workers + index_of) % len(starts)] for k in range(steps)]
         for start in starts:
             index = np.sort(order[start : start + batch_size])
             picked = tuple(t[index] for t in targets)
             yield inputs[index], picked if len(picked) > 1 else picked[0]
 
-    specs = tuple(
-        tf.TensorSpec((None,) + t.shape[1:], tf.as_dtype(t.dtype)) for t in targets
-    )
-    signature = (
-        tf.TensorSpec((None,) + inputs.shape[1:], tf.float32),
-        specs if len(specs) > 1 else specs[0],
-    )
+    specs = tuple(tf.TensorSpec((None,) + t.shape[1:], tf.as_dtype(t.dtype)) for t in targets)
+    signature = (tf.TensorSpec((None,) + inputs.shape[1:], tf.float32), specs if len(specs) > 1 else specs[0])
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
     options = tf.data.Options()  # the workers shard by batch above, not tf.data
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF
-    )
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options)
 
 
@@ -415,14 +332,7 @@ def fit_least_squares(adapter, cache, batch_size):
         mean = np.mean(cache.features, axis=axes, dtype="float64")
         var = np.var(cache.features, axis=axes, dtype="float64")
         gamma, beta, _, _ = layer.get_weights()
-        layer.set_weights(
-            [
-                np.ones_like(gamma),
-                np.zeros_like(beta),
-                mean.astype("float32"),
-                var.astype("float32"),
-            ]
-        )
+        layer.set_weights([np.ones_like(gamma), np.zeros_like(beta), mean.astype("float32"), var.astype("float32")])
     if ENCODER is not None:
         fit_encoder(adapter, cache, batch_size)
     for k, (linear_name, bn_name) in enumerate(BRANCHES):
@@ -433,38 +343,20 @@ def fit_least_squares(adapter, cache, batch_size):
         gram = np.zeros((size, size))
         cross = np.zeros((size, targets.shape[-1]))
         for start in range(0, len(cache), batch_size):
-            z = keras.ops.convert_to_numpy(
-                probe(cache.features[start : start + batch_size], training=False)
-            )
-            z = np.concatenate(
-                [z.reshape(-1, size - 1), np.ones((z.size // (size - 1), 1))], axis=1
-            ).astype("float64")
-            t = np.asarray(targets[start : start + batch_size], "float64").reshape(
-                -1, targets.shape[-1]
-            )
+            z = keras.ops.convert_to_numpy(probe(cache.features[start : start + batch_size], training=False))
+            z = np.concatenate([z.reshape(-1, size - 1), np.ones((z.size // (size - 1), 1))], axis=1).astype("float64")
+            t = np.asarray(targets[start : start + batch_size], "float64").reshape(-1, targets.shape[-1])
             gram += z.T @ z
             cross += z.T @ t
         ridge = 1e-9 * max(np.trace(gram) / size, 1e-12)
         solution = np.linalg.solve(gram + ridge * np.eye(size), cross)
         kernel = linear.get_weights()[0]
-        linear.set_weights(
-            [
-                solution[:-1].reshape(kernel.shape).astype("float32"),
-                solution[-1].astype("float32"),
-            ]
-        )
-        if (
-            bn_name is not None
-        ):  # an exact identity: gamma 1, beta 0, mean 0, variance 1 - epsilon
+        linear.set_weights([solution[:-1].reshape(kernel.shape).astype("float32"), solution[-1].astype("float32")])
+        if bn_name is not None:  # an exact identity: gamma 1, beta 0, mean 0, variance 1 - epsilon
             bn = adapter.get_layer(bn_name)
             gamma, beta, mean, _ = bn.get_weights()
             bn.set_weights(
-                [
-                    np.ones_like(gamma),
-                    np.zeros_like(beta),
-                    np.zeros_like(mean),
-                    np.full_like(mean, 1.0 - bn.epsilon),
-                ]
+                [np.ones_like(gamma), np.zeros_like(beta), np.zeros_like(mean), np.full_like(mean, 1.0 - bn.epsilon)]
             )
     return distill_losses(adapter, cache, batch_size)
 
@@ -472,12 +364,10 @@ def fit_least_squares(adapter, cache, batch_size):
 def patches(z, size):
     """Rows of `size` values: per position (a 1x1 or Dense encoder), or per stride x stride patch (strided)."""
     if z.ndim == 4 and size != z.shape[-1]:
-        stride = int(round((size // z.shape[-1]) ** 0.5))
+        stride = round((size // z.shape[-1]) ** 0.5)
         b, h, w, c = z.shape
         z = z[:, : h // stride * stride, : w // stride * stride]
-        z = z.reshape(b, h // stride, stride, w // stride, stride, c).transpose(
-            0, 1, 3, 2, 4, 5
-        )
+        z = z.reshape(b, h // stride, stride, w // stride, stride, c).transpose(0, 1, 3, 2, 4, 5)
     return z.reshape(-1, size)
 
 
@@ -494,9 +384,7 @@ def fit_encoder(adapter, cache, batch_size):
     size = int(np.prod(kernel.shape[:-1]))
     moment, total, count = np.zeros((size, size)), np.zeros(size), 0
     for start in range(0, len(cache), batch_size):
-        z = keras.ops.convert_to_numpy(
-            probe(cache.features[start : start + batch_size], training=False)
-        )
+        z = keras.ops.convert_to_numpy(probe(cache.features[start : start + batch_size], training=False))
         rows = patches(z.astype("float64"), size)
         moment += rows.T @ rows
         total += rows.sum(axis=0)
@@ -504,36 +392,24 @@ def fit_encoder(adapter, cache, batch_size):
     mean = total / count
     _, vectors = np.linalg.eigh(moment / count - np.outer(mean, mean))
     top = vectors[:, ::-1][:, : kernel.shape[-1]]
-    layer.set_weights(
-        [top.reshape(kernel.shape).astype("float32"), (-mean @ top).astype("float32")]
-    )
+    layer.set_weights([top.reshape(kernel.shape).astype("float32"), (-mean @ top).astype("float32")])
 
 
 def distill_losses(adapter, cache, batch_size):
     """Mean squared error to the teacher's activations, one per frontier tensor."""
     totals = np.zeros(len(BRANCHES))
     for start in range(0, len(cache), batch_size):
-        outputs = _as_list(
-            adapter(cache.features[start : start + batch_size], training=False)
-        )
+        outputs = _as_list(adapter(cache.features[start : start + batch_size], training=False))
         for k, output in enumerate(outputs):
-            diff = (
-                keras.ops.convert_to_numpy(output)
-                - cache.targets[k][start : start + batch_size]
-            )
+            diff = keras.ops.convert_to_numpy(output) - cache.targets[k][start : start + batch_size]
             totals[k] += float(np.sum(np.square(diff, dtype="float64")))
-    return [
-        float(totals[k] / (len(cache) * np.prod(cache.targets[k].shape[1:])))
-        for k in range(len(BRANCHES))
-    ]
+    return [float(totals[k] / (len(cache) * np.prod(cache.targets[k].shape[1:]))) for k in range(len(BRANCHES))]
 
 
 def predictions(adapter, tail, cache, batch_size):
     out = []
     for start in range(0, len(cache), batch_size):
-        adapted = _as_list(
-            adapter(cache.features[start : start + batch_size], training=False)
-        )
+        adapted = _as_list(adapter(cache.features[start : start + batch_size], training=False))
         out.append(keras.ops.convert_to_numpy(tail(adapted, training=False)))
     return np.concatenate(out)
 
@@ -542,21 +418,15 @@ def scores(adapter, tail, cache, batch_size):
     """Agreement (top-1) with the tail network's own predictions, and accuracy when labels exist."""
     predicted = np.argmax(predictions(adapter, tail, cache, batch_size), axis=-1)
     result = {}
-    if (
-        CLASSES is None
-    ):  # with a new classifier the tail network's own predictions are other classes
-        result["val_agreement"] = float(
-            np.mean(predicted == np.argmax(cache.teacher, axis=-1))
-        )
+    if CLASSES is None:  # with a new classifier the tail network's own predictions are other classes
+        result["val_agreement"] = float(np.mean(predicted == np.argmax(cache.teacher, axis=-1)))
     if cache.has_labels:
         result["val_accuracy"] = float(np.mean(predicted == cache.labels))
     return result
 
 
 def is_probability(values):
-    return bool(
-        np.all(values >= 0) and np.allclose(np.sum(values, axis=-1), 1.0, atol=1e-3)
-    )
+    return bool(np.all(values >= 0) and np.allclose(np.sum(values, axis=-1), 1.0, atol=1e-3))
 
 
 class Checkpoint:
@@ -579,25 +449,17 @@ class Checkpoint:
             )
         state = self.run.state
         state["epoch"] = epoch + 1
-        state.setdefault("history", {}).setdefault(self.stage, []).append(
-            {k: float(v) for k, v in logs.items()}
-        )
+        state.setdefault("history", {}).setdefault(self.stage, []).append({k: float(v) for k, v in logs.items()})
         if state.get("best") is None or value < state["best"]:
             state.update(best=value, improved=True, best_epoch=epoch + 1, waited=0)
             self.run.save_checkpoint()
         else:
             state["waited"] = state.get("waited", 0) + 1
             patience = self.run.args.patience
-            if (
-                patience and state["waited"] % max(1, patience // 2) == 0
-            ):  # plateau: halve the learning rate
-                state["learning_rate"] = (
-                    state.get("learning_rate", self.run.args.learning_rate) / 2
-                )
+            if patience and state["waited"] % max(1, patience // 2) == 0:  # plateau: halve the learning rate
+                state["learning_rate"] = state.get("learning_rate", self.run.args.learning_rate) / 2
             self.run.save_state()
-        return (
-            bool(self.run.args.patience) and state["waited"] >= self.run.args.patience
-        )
+        return bool(self.run.args.patience) and state["waited"] >= self.run.args.patience
 
 
 def per_example_loss(kind, from_logits):
@@ -606,9 +468,7 @@ def per_example_loss(kind, from_logits):
 
         def loss(targets, outputs):
             terms = [
-                keras.ops.mean(
-                    keras.ops.square(o - t), axis=tuple(range(1, len(o.shape)))
-                )
+                keras.ops.mean(keras.ops.square(o - t), axis=tuple(range(1, len(o.shape))))
                 for t, o in zip(_as_list(targets), _as_list(outputs))
             ]
             return sum(terms[1:], terms[0])
@@ -616,16 +476,12 @@ def per_example_loss(kind, from_logits):
     elif kind == "labels":
 
         def loss(targets, outputs):
-            return keras.losses.sparse_categorical_crossentropy(
-                targets, outputs, from_logits=from_logits
-            )
+            return keras.losses.sparse_categorical_crossentropy(targets, outputs, from_logits=from_logits)
 
     else:
 
         def loss(targets, outputs):
-            return keras.losses.categorical_crossentropy(
-                targets, outputs, from_logits=from_logits
-            )
+            return keras.losses.categorical_crossentropy(targets, outputs, from_logits=from_logits)
 
     return loss
 
@@ -633,10 +489,7 @@ def per_example_loss(kind, from_logits):
 def worker_shard(strategy):
     """(this worker's index, the number of workers) under MultiWorkerMirroredStrategy, else (0, 1)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if (
-        not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        or resolver is None
-    ):
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return 0, 1
     cluster = resolver.cluster_spec().as_dict()
     order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
@@ -688,9 +541,7 @@ class Run:
 
     def save_state(self):
         if is_chief(self.strategy):
-            write_atomic(
-                self.state_path, json.dumps({**self.state, "log": self.log}, indent=2)
-            )
+            write_atomic(self.state_path, json.dumps({**self.state, "log": self.log}, indent=2))
 
     def restore_best(self):
         """End a stage with its best epoch's weights."""
@@ -704,9 +555,7 @@ class Run:
             with open(self.state_path, encoding="utf-8") as handle:
                 state = json.load(handle)
         except (OSError, ValueError) as exc:
-            raise TrainError(
-                f"--resume: {self.state_path} is not a readable checkpoint state ({exc})"
-            ) from None
+            raise TrainError(f"--resume: {self.state_path} is not a readable checkpoint state ({exc})") from None
         if state.get("module") != MODULE or state.get("stages") != self.args.stages:
             raise TrainError(
                 f"--resume: the checkpoint was written for {state.get('module')!r} with stages {state.get('stages')}; "
@@ -720,19 +569,13 @@ class Run:
         try:
             self.trained.load_weights(self.checkpoint)
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many kinds
-            raise TrainError(
-                f"--resume: {self.checkpoint} does not hold this adapter's weights ({exc})"
-            ) from None
+            raise TrainError(f"--resume: {self.checkpoint} does not hold this adapter's weights ({exc})") from None
         if not all(np.all(np.isfinite(w)) for w in self.trained.get_weights()):
-            raise TrainError(
-                f"--resume: {self.checkpoint} holds non-finite weights; rerun without --resume"
-            )
+            raise TrainError(f"--resume: {self.checkpoint} holds non-finite weights; rerun without --resume")
         self.best_weights = [np.array(w, copy=True) for w in self.trained.get_weights()]
         self.state = {k: v for k, v in state.items() if k != "log"}
         self.log = state.get("log", [])
-        print(
-            f"resuming after {', '.join(self.state['done']) or 'no finished stage'}, epoch {self.state['epoch']}"
-        )
+        print(f"resuming after {', '.join(self.state['done']) or 'no finished stage'}, epoch {self.state['epoch']}")
 
     def stage(self, name, train, val):
         if name in self.state["done"]:
@@ -744,30 +587,18 @@ class Run:
         print(f"stage {name}: before {format_scores(before)}")
         entry = {"stage": name, "before": before}
         if name == "lstsq":
-            entry["train_distill_loss"] = fit_least_squares(
-                self.adapter, train, self.args.batch_size
-            )
+            entry["train_distill_loss"] = fit_least_squares(self.adapter, train, self.args.batch_size)
         else:
             entry["epochs"] = self.fit(name, train, val)
-            entry["best_epoch"] = self.state.get(
-                "best_epoch", 0
-            )  # 0: the starting point stayed best
-            entry["best_val_loss"], entry["val_loss"] = self.state.get(
-                "best"
-            ), self.state.get("val_loss")
-            entry["learning_rate"] = self.state.get(
-                "learning_rate", self.args.learning_rate
-            )  # at the end
+            entry["best_epoch"] = self.state.get("best_epoch", 0)  # 0: the starting point stayed best
+            entry["best_val_loss"], entry["val_loss"] = self.state.get("best"), self.state.get("val_loss")
+            entry["learning_rate"] = self.state.get("learning_rate", self.args.learning_rate)  # at the end
         entry.update(scores(self.adapter, self.tail, val, self.args.batch_size))
-        entry["val_distill_loss"] = distill_losses(
-            self.adapter, val, self.args.batch_size
-        )
+        entry["val_distill_loss"] = distill_losses(self.adapter, val, self.args.batch_size)
         entry["seconds"] = round(time.perf_counter() - started, 3)
         entry["history"] = self.state.get("history", {}).get(name, [])
         self.log.append(entry)
-        print(
-            f"stage {name}: after  {format_scores(entry)}  distill loss per tensor {entry['val_distill_loss']}"
-        )
+        print(f"stage {name}: after  {format_scores(entry)}  distill loss per tensor {entry['val_distill_loss']}")
         self.state["done"].append(name)
         self.state.update(stage=None, epoch=0, best=None)
         self.save_checkpoint()
@@ -787,12 +618,8 @@ class Run:
             else:
                 adapted = _as_list(self.adapter(self.adapter.input))
                 model = keras.Model(self.adapter.input, self.tail(adapted))
-                if (
-                    CLASSES is not None
-                ):  # the loss follows the new classifier's own activation
-                    sample = keras.ops.convert_to_numpy(
-                        model(train.features[:8], training=False)
-                    )
+                if CLASSES is not None:  # the loss follows the new classifier's own activation
+                    sample = keras.ops.convert_to_numpy(model(train.features[:8], training=False))
                     probabilities = is_probability(sample)
                 else:
                     probabilities = is_probability(train.teacher[: min(len(train), 64)])
@@ -803,42 +630,20 @@ class Run:
                     loss = per_example_loss("soft", not probabilities)
                     train_targets = [soft(train.teacher, probabilities)]
                     val_targets = [soft(val.teacher, probabilities)]
-            optimizer = keras.optimizers.Adam(
-                self.state.get("learning_rate", args.learning_rate)
-            )
+            optimizer = keras.optimizers.Adam(self.state.get("learning_rate", args.learning_rate))
             optimizer.build(model.trainable_variables)
         step = train_step(strategy, model, optimizer, loss)
-        if (
-            self.state["epoch"] == 0
-        ):  # the starting point competes too: a stage never ends worse on validation
-            self.state.update(
-                best=evaluate(model, loss, val.features, val_targets, args.batch_size),
-                best_epoch=0,
-            )
-            self.state.update(
-                improved=False, waited=0, learning_rate=args.learning_rate
-            )
+        if self.state["epoch"] == 0:  # the starting point competes too: a stage never ends worse on validation
+            self.state.update(best=evaluate(model, loss, val.features, val_targets, args.batch_size), best_epoch=0)
+            self.state.update(improved=False, waited=0, learning_rate=args.learning_rate)
             self.save_checkpoint()
         checkpoint = Checkpoint(self, name)
         shard = worker_shard(strategy)
         epochs = 0
         for epoch in range(self.state["epoch"], args.epochs):
-            optimizer.learning_rate.assign(
-                self.state.get("learning_rate", args.learning_rate)
-            )
-            data = stream(
-                train.features,
-                train_targets,
-                args.batch_size,
-                shuffle=True,
-                seed=epoch,
-                shard=shard,
-            )
-            progress = (
-                keras.utils.Progbar(int(data.cardinality()), unit_name="step")
-                if args.verbose
-                else None
-            )
+            optimizer.learning_rate.assign(self.state.get("learning_rate", args.learning_rate))
+            data = stream(train.features, train_targets, args.batch_size, shuffle=True, seed=epoch, shard=shard)
+            progress = keras.utils.Progbar(int(data.cardinality()), unit_name="step") if args.verbose else None
             total, steps, started = 0.0, 0, time.perf_counter()
             for x, y in strategy.experimental_distribute_dataset(data):
                 total += float(step(x, y))
@@ -846,27 +651,19 @@ class Run:
                 if progress is not None:
                     progress.update(steps)
             logs = {"loss": total / max(steps, 1)}
-            logs["val_loss"] = evaluate(
-                model, loss, val.features, val_targets, args.batch_size
-            )
+            logs["val_loss"] = evaluate(model, loss, val.features, val_targets, args.batch_size)
             seconds = time.perf_counter() - started
             print(
                 f"epoch {epoch + 1}/{args.epochs}: loss {logs['loss']:.6g}, val_loss {logs['val_loss']:.6g} ({seconds:.1f} s)"
             )
             epochs += 1
             if checkpoint.on_epoch_end(epoch, logs):
-                print(
-                    f"stage {name}: no better validation loss in {args.patience} epochs; stopped early"
-                )
+                print(f"stage {name}: no better validation loss in {args.patience} epochs; stopped early")
                 break
         self.restore_best()
-        self.state["val_loss"] = evaluate(
-            model, loss, val.features, val_targets, args.batch_size
-        )  # restored
+        self.state["val_loss"] = evaluate(model, loss, val.features, val_targets, args.batch_size)  # restored
         if not self.state.get("improved", True):
-            print(
-                f"note: stage {name}: no epoch beat the starting point on validation loss; kept the starting point"
-            )
+            print(f"note: stage {name}: no epoch beat the starting point on validation loss; kept the starting point")
         return epochs
 
 
@@ -883,9 +680,7 @@ def train_step(strategy, model, optimizer, loss):
 
     @tf.function
     def step(x, y):
-        return strategy.reduce(
-            tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(x, y)), axis=None
-        )
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(x, y)), axis=None)
 
     return step
 
@@ -926,17 +721,9 @@ def run_fingerprint(args):
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     paths = [
-        None if p is None else os.path.realpath(p)
-        for p in (getattr(args, "data", None), getattr(args, "val", None))
+        None if p is None else os.path.realpath(p) for p in (getattr(args, "data", None), getattr(args, "val", None))
     ]
-    names = (
-        "val_split",
-        "batch_size",
-        "learning_rate",
-        "tail_weights",
-        "head_preprocess",
-        "tail_preprocess",
-    )
+    names = ("val_split", "batch_size", "learning_rate", "tail_weights", "head_preprocess", "tail_preprocess")
     digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
     return digest.hexdigest()
 
@@ -951,27 +738,17 @@ def trained_parts(adapter, tail):
     unfrozen = [layer.name for layer in unfrozen_tail_layers(tail)]
     if not unfrozen:
         return adapter
-    if unfrozen != [
-        CLASSIFIER
-    ]:  # trainable_from: the adapter and the whole tail, whose weights it holds
-        return keras.Model(
-            adapter.input, tail(_as_list(adapter(adapter.input))), name="trained"
-        )
+    if unfrozen != [CLASSIFIER]:  # trainable_from: the adapter and the whole tail, whose weights it holds
+        return keras.Model(adapter.input, tail(_as_list(adapter(adapter.input))), name="trained")
     classifier = tail.get_layer(CLASSIFIER)
     features = keras.Input(tuple(classifier.input.shape[1:]), name="classifier_input")
-    return keras.Model(
-        [adapter.input, features],
-        list(adapter.outputs) + [classifier(features)],
-        name="trained",
-    )
+    return keras.Model([adapter.input, features], list(adapter.outputs) + [classifier(features)], name="trained")
 
 
 def teacher_model(source):
     """The tail's source network up to the frontier, plus its own output."""
     try:
-        tensors = [
-            operation_output(source, name, index) for name, index in TAIL_FRONTIER
-        ]
+        tensors = [operation_output(source, name, index) for name, index in TAIL_FRONTIER]
     except PortError as exc:
         raise TrainError(f"the tail {exc}") from None
     return keras.Model(source.inputs, tensors + _as_list(source.outputs)[:1])
@@ -979,17 +756,13 @@ def teacher_model(source):
 
 def head_inputs(images, size, preprocess=HEAD_PREPROCESS):
     """What the hybrid sees: images resized to the head's input size, with the head's preprocessing."""
-    resized = np.array(
-        keras.ops.convert_to_numpy(keras.ops.image.resize(images, size)), copy=True
-    )  # writable
+    resized = np.array(keras.ops.convert_to_numpy(keras.ops.image.resize(images, size)), copy=True)  # writable
     return resolve_preprocess(preprocess)(resized)
 
 
 def teacher_inputs(images, size, preprocess=TAIL_PREPROCESS):
     """What the teacher sees: the same images at the tail source's size, with its own preprocessing."""
-    resized = np.array(
-        keras.ops.convert_to_numpy(keras.ops.image.resize(images, size)), copy=True
-    )  # writable
+    resized = np.array(keras.ops.convert_to_numpy(keras.ops.image.resize(images, size)), copy=True)  # writable
     return resolve_preprocess(preprocess)(resized)
 
 
@@ -1001,15 +774,9 @@ def make_strategy(name, cpu_devices=1):
     """
     if cpu_devices > 1:
         (cpu,) = tf.config.list_physical_devices("CPU")[:1]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices
-        )
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
     if name == "mirrored":
-        devices = (
-            [d.name for d in tf.config.list_logical_devices("CPU")]
-            if cpu_devices > 1
-            else None
-        )
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")] if cpu_devices > 1 else None
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()  # configured by TF_CONFIG
@@ -1044,10 +811,7 @@ def plot(log, path):
             values = [h[key] for h in history if key in h]
             if values:
                 ax.plot(
-                    range(offset + 1, offset + len(values) + 1),
-                    values,
-                    marker="o",
-                    label=f"{entry['stage']} {key}",
+                    range(offset + 1, offset + len(values) + 1), values, marker="o", label=f"{entry['stage']} {key}"
                 )
         offset += len(history)
     ax.set_xlabel("epoch")
@@ -1074,40 +838,18 @@ def data_help():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--weights",
-        required=True,
-        help="the hybrid's ported weights (from the port script)",
-    )
+    parser.add_argument("--weights", required=True, help="the hybrid's ported weights (from the port script)")
     parser.add_argument(
         "--data",
         required=True,
         help=data_help(),
     )
+    parser.add_argument("--val", help="validation images (default: --val-split of --data)")
+    parser.add_argument("--val-split", type=float, default=0.1, help="fraction of --data held out without --val")
+    parser.add_argument("--output", required=True, help="where to write the trained hybrid (.weights.h5)")
+    parser.add_argument("--stages", default=DEFAULT_STAGES, help="comma-separated, from: lstsq, distill, finetune")
     parser.add_argument(
-        "--val", help="validation images (default: --val-split of --data)"
-    )
-    parser.add_argument(
-        "--val-split",
-        type=float,
-        default=0.1,
-        help="fraction of --data held out without --val",
-    )
-    parser.add_argument(
-        "--output",
-        required=True,
-        help="where to write the trained hybrid (.weights.h5)",
-    )
-    parser.add_argument(
-        "--stages",
-        default=DEFAULT_STAGES,
-        help="comma-separated, from: lstsq, distill, finetune",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=30,
-        help="at most this many epochs per trained stage (--patience stops earlier)",
+        "--epochs", type=int, default=30, help="at most this many epochs per trained stage (--patience stops earlier)"
     )
     parser.add_argument(
         "--patience",
@@ -1124,19 +866,9 @@ def main(argv=None):
             "%", "%%"
         ),
     )
-    parser.add_argument(
-        "--head-preprocess",
-        default=HEAD_PREPROCESS,
-        help="dotted function path or none",
-    )
-    parser.add_argument(
-        "--tail-preprocess",
-        default=TAIL_PREPROCESS,
-        help="dotted function path or none",
-    )
-    parser.add_argument(
-        "--cache-dir", help="where large caches are memory-mapped (default: OUT.cache)"
-    )
+    parser.add_argument("--head-preprocess", default=HEAD_PREPROCESS, help="dotted function path or none")
+    parser.add_argument("--tail-preprocess", default=TAIL_PREPROCESS, help="dotted function path or none")
+    parser.add_argument("--cache-dir", help="where large caches are memory-mapped (default: OUT.cache)")
     parser.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multiworker"),
@@ -1145,37 +877,21 @@ def main(argv=None):
         "(run the same command on every worker) (default: %(default)s)",
     )
     parser.add_argument(
-        "--cpu-devices",
-        type=int,
-        default=1,
-        help="split the CPU into N logical devices for --strategy mirrored",
+        "--cpu-devices", type=int, default=1, help="split the CPU into N logical devices for --strategy mirrored"
     )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.weights.h5")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from OUT.ckpt.weights.h5"
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="a progress bar per batch, TensorFlow's logs and whole error messages",
+        "--verbose", action="store_true", help="a progress bar per batch, TensorFlow's logs and whole error messages"
     )
     args = parser.parse_args(argv)
     if not args.output.endswith(".weights.h5"):
         parser.error("--output must end in .weights.h5")
-    if (
-        args.epochs < 1
-        or args.patience < 0
-        or args.batch_size < 1
-        or not args.learning_rate > 0
-    ):
-        parser.error(
-            "--epochs and --batch-size must be at least 1, --patience at least 0, --learning-rate above 0"
-        )
+    if args.epochs < 1 or args.patience < 0 or args.batch_size < 1 or not args.learning_rate > 0:
+        parser.error("--epochs and --batch-size must be at least 1, --patience at least 0, --learning-rate above 0")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
-        parser.error(
-            f"--stages: {', '.join(unknown) or 'none given'}; choose from {', '.join(STAGES)}"
-        )
+        parser.error(f"--stages: {', '.join(unknown) or 'none given'}; choose from {', '.join(STAGES)}")
     args.stages = stages
     run = None
     try:
@@ -1199,16 +915,12 @@ def main(argv=None):
             tail = generated.build_tail()
         copy_by_name(hybrid, adapter)
         copy_by_name(hybrid, tail)
-        resolve_preprocess(args.head_preprocess), resolve_preprocess(
-            args.tail_preprocess
-        )  # fail early
+        resolve_preprocess(args.head_preprocess), resolve_preprocess(args.tail_preprocess)  # fail early
         parts = (head, teacher, args.head_preprocess, args.tail_preprocess)
         cache_dir = args.cache_dir or args.output + ".cache"
         train = Cache.build(args.data, parts, args.batch_size, cache_dir, "train")
         if args.val:
-            val = Cache.build(
-                args.val, parts, args.batch_size, cache_dir, "val", train.class_names
-            )
+            val = Cache.build(args.val, parts, args.batch_size, cache_dir, "val", train.class_names)
         else:
             train, val = train.split(args.val_split)
         run = Run(args, generated, strategy)
@@ -1218,51 +930,27 @@ def main(argv=None):
         for name in stages:
             run.stage(name, train, val)
         trained = list(adapter.layers) + unfrozen_tail_layers(tail)
-        for (
-            layer
-        ) in (
-            trained
-        ):  # the trained adapter (and tail layers that train) into the whole hybrid
+        for layer in trained:  # the trained adapter (and tail layers that train) into the whole hybrid
             if layer.weights:
                 values = layer.get_weights()
                 if not all(np.all(np.isfinite(v)) for v in values):
-                    raise TrainError(
-                        f"training diverged: {layer.name} has non-finite weights; nothing written"
-                    )
+                    raise TrainError(f"training diverged: {layer.name} has non-finite weights; nothing written")
                 set_layer_weights(hybrid.get_layer(layer.name), values)
         if not is_chief(strategy):
-            print(
-                f"worker {worker_shard(strategy)[0]}: done; the chief writes {args.output}"
-            )
+            print(f"worker {worker_shard(strategy)[0]}: done; the chief writes {args.output}")
             return 0
         save_atomic(hybrid, args.output)
-        summary = {
-            "stages": run.log,
-            "train_images": len(train),
-            "val_images": len(val),
-        }
-        if (
-            getattr(generated, "TAIL_TRAINABLE_FROM", None) is not None
-        ):  # reported apart: the tail changed too
-            unfrozen = [
-                layer.name
-                for layer in unfrozen_tail_layers(tail)
-                if layer.name != CLASSIFIER
-            ]
-            summary.update(
-                tail_trainable_from=generated.TAIL_TRAINABLE_FROM,
-                unfrozen_tail_layers=unfrozen,
-            )
+        summary = {"stages": run.log, "train_images": len(train), "val_images": len(val)}
+        if getattr(generated, "TAIL_TRAINABLE_FROM", None) is not None:  # reported apart: the tail changed too
+            unfrozen = [layer.name for layer in unfrozen_tail_layers(tail) if layer.name != CLASSIFIER]
+            summary.update(tail_trainable_from=generated.TAIL_TRAINABLE_FROM, unfrozen_tail_layers=unfrozen)
         if CLASSES is not None:
             summary.update(classes=CLASSES, class_names=train.class_names)
         write_atomic(args.output + ".json", json.dumps(summary, indent=2))
         plot(run.log, args.output + ".png")
     except KeyboardInterrupt:
         where = run.checkpoint if run is not None else "nowhere yet"
-        print(
-            f"interrupted: the last good checkpoint is {where}; rerun with --resume",
-            file=sys.stderr,
-        )
+        print(f"interrupted: the last good checkpoint is {where}; rerun with --resume", file=sys.stderr)
         return 130
     except (TrainError, MixedSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1271,10 +959,7 @@ def main(argv=None):
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - report any failure; the checkpoint stays
-        print(
-            f"error: {type(exc).__name__}: {str(exc) if args.verbose else one_line(exc)}",
-            file=sys.stderr,
-        )
+        print(f"error: {type(exc).__name__}: {str(exc) if args.verbose else one_line(exc)}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}, {args.output}.json")
     return 0

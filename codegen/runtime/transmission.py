@@ -37,10 +37,7 @@ def quantize_int8(x):
 def transmitted_inputs(shape, precision):
     """Keras inputs for what the phone sends: the code, and at int8 its (scale, zero point) per image."""
     if precision == "int8":
-        return [
-            keras.Input(shape=shape, dtype="int8", name="code"),
-            keras.Input(shape=(2,), name="code_range"),
-        ]
+        return [keras.Input(shape=shape, dtype="int8", name="code"), keras.Input(shape=(2,), name="code_range")]
     return [keras.Input(shape=shape, dtype=precision, name="code")]
 
 
@@ -59,20 +56,13 @@ class Quantize(keras.layers.Layer):
         levels, scale, zero_point = quantize_int8(x)
         batch = keras.ops.shape(x)[0]
         code_range = keras.ops.concatenate(
-            [
-                keras.ops.reshape(scale, (batch, 1)),
-                keras.ops.reshape(zero_point, (batch, 1)),
-            ],
-            axis=-1,
+            [keras.ops.reshape(scale, (batch, 1)), keras.ops.reshape(zero_point, (batch, 1))], axis=-1
         )
         return [keras.ops.cast(levels, "int8"), code_range]
 
     def compute_output_spec(self, x):
         if self.precision == "int8":
-            return [
-                keras.KerasTensor(x.shape, "int8"),
-                keras.KerasTensor((x.shape[0], 2), "float32"),
-            ]
+            return [keras.KerasTensor(x.shape, "int8"), keras.KerasTensor((x.shape[0], 2), "float32")]
         return [keras.KerasTensor(x.shape, self.precision)]
 
     def get_config(self):
