@@ -113,19 +113,61 @@ def frontier(model: str | ModelSource, position: int | str, *,
     return frontier_rows(analyse(model, kwargs), position)
 
 
-def report(spec: SpecLike, *, repeats: int = 10, batch_size: int = 8,
+def report(spec: SpecLike, *, repeats: int = 10, batch_size: int = 8, images: str | os.PathLike | None = None,
            base_dir: str | os.PathLike | None = None) -> dict[str, Any]:  # fmt: skip
-    """What `stitchgen report --json` prints: parameters, MACs, shapes, latency, bytes at the cut."""
+    """What `stitchgen report --json` prints: parameters, MACs, shapes, latency, bytes at the cut and as sent.
+
+    `images` (a folder, hybrids only) measure the input as JPEG for the bytes-as-sent comparison.
+    """
     from codegen.products.report import model_report, stitch_report
 
     loaded = load(spec, base_dir=base_dir)
     if isinstance(loaded, StitchSpec):
         from codegen.products.hybrid import StitchProject
 
-        return stitch_report(StitchProject.from_spec(loaded), repeats, batch_size)
+        return stitch_report(
+            StitchProject.from_spec(loaded), repeats, batch_size, None if images is None else Path(images)
+        )
+    if images is not None:
+        raise StitchgenError("images compare what a hybrid sends with the photo; this spec has one model")
     from codegen.products.model import ModelProject
 
     return model_report(ModelProject.from_spec(loaded), repeats, batch_size)
+
+
+def project(spec: SpecLike, *, base_dir: str | os.PathLike | None = None):
+    """The spec's project: a `StitchProject` for a hybrid, a `ModelProject` for one model."""
+    loaded = load(spec, base_dir=base_dir)
+    if isinstance(loaded, StitchSpec):
+        from codegen.products.hybrid import StitchProject
+
+        return StitchProject.from_spec(loaded)
+    from codegen.products.model import ModelProject
+
+    return ModelProject.from_spec(loaded)
+
+
+def plan(spec: SpecLike, bandwidths: str | list[float] = "1,10,100", *, rtt_ms: float = 0.0,
+         phone_slowdown: float = 10.0, phone_latency: str | os.PathLike | None = None,
+         server_latency: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+         repeats: int = 5, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:  # fmt: skip
+    """What `stitchgen plan --json` prints: every valid cut's latency and the best per bandwidth (Mbit/s)."""
+    from codegen.products import plan as planning
+
+    chosen = planning.parse_bandwidths(bandwidths) if isinstance(bandwidths, str) else [float(b) for b in bandwidths]
+    if isinstance(bandwidths, list):
+        planning.parse_bandwidths(",".join(str(b) for b in chosen))  # the same checks as the command's
+    result = planning.plan(
+        project(spec, base_dir=base_dir),
+        chosen,
+        rtt_ms=rtt_ms,
+        phone_slowdown=phone_slowdown,
+        phone_latency=None if phone_latency is None else Path(phone_latency),
+        server_latency=None if server_latency is None else Path(server_latency),
+        images=None if images is None else Path(images),
+        repeats=repeats,
+    )
+    return result.as_dict()
 
 
 def layer_rows(analysis: Any, cuts_only: bool = False) -> list[dict[str, Any]]:

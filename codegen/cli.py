@@ -348,21 +348,12 @@ def plan(
     uploading the photo as JPEG (all on the server) and running everything on the phone.
     Layer names in the CSV files are the generated model's (see --json).
     """
-    from codegen.frontend.spec import StitchSpec, load_spec
+    from codegen.api import project
     from codegen.products import plan as planning
 
     bandwidths = planning.parse_bandwidths(bandwidth)
-    loaded = load_spec(spec)
-    if isinstance(loaded, StitchSpec):
-        from codegen.products.hybrid import StitchProject
-
-        project = StitchProject.from_spec(loaded)
-    else:
-        from codegen.products.model import ModelProject
-
-        project = ModelProject.from_spec(loaded)
     result = planning.plan(
-        project,
+        project(spec),
         bandwidths,
         rtt_ms=rtt_ms,
         phone_slowdown=phone_slowdown,
