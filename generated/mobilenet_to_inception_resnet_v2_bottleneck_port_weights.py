@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: 7834765bca244d45
-stitchgen-hash: sha256:dea4c1a4a50fc8f5153fafe831f013060f5f1a833de51e59d8e9cbd1806d8e54
+stitchgen-hash: sha256:1473d01cfc5dc67360a48dbfff3601a50c2514a1ce295bac1ca1be429faffe8d
 """
 
 import argparse
@@ -696,6 +696,9 @@ def main(argv=None):
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
+        keras.utils.set_random_seed(
+            0
+        )  # the adapter (and a new classifier) start the same in every run
         target = generated.build_model()
         port(sources, target)
         if args.adapter_weights:

@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 7834765bca244d45
-stitchgen-hash: sha256:9aec806d897fbb8ab902fd6fbfc603e281059fbdfb6d3429ada823b70941a30d
+stitchgen-hash: sha256:6087156c380b849289a82271fa6c23b9e810e41731f297a60447d46e91b6669f
 """
 
 import argparse
@@ -1364,6 +1364,7 @@ def run_fingerprint(args):
         "tail_weights",
         "head_preprocess",
         "tail_preprocess",
+        "seed",
     )
     digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
     return digest.hexdigest()
@@ -1545,6 +1546,12 @@ def main(argv=None):
         "after half as many; 0 never stops early",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds Keras, NumPy and TensorFlow: a rerun repeats a run",
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
         "--tail-weights",
@@ -1609,6 +1616,7 @@ def main(argv=None):
     try:
         # before anything else touches TensorFlow: collective ops are configured at program start-up
         strategy = make_strategy(args.strategy, args.cpu_devices)
+        keras.utils.set_random_seed(args.seed)
         generated = load_generated()
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         if tail_weights == "none":

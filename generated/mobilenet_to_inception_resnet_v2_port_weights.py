@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: dc542d4c75c6509f
-stitchgen-hash: sha256:58ddc717bd9e193b937711822ca2adebca8f14275d5b2a6626b7ef3d09f64123
+stitchgen-hash: sha256:5b94a57e43eb963af15064d1af030091219ffad7d94fc2d4a126e789cf338692
 """
 
 import argparse
@@ -694,6 +694,9 @@ def main(argv=None):
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
+        keras.utils.set_random_seed(
+            0
+        )  # the adapter (and a new classifier) start the same in every run
         target = generated.build_model()
         port(sources, target)
         if args.adapter_weights:

@@ -14,7 +14,7 @@ SRC is "imagenet", a weights file, or "none" (a saved model file's own weights: 
 against the tail source fed with that source's own frontier activations.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:59723c5bdfcb21cd5db6ae3da14e56ac191e7dbb71478c6f5edb95f107bb9ef6
+stitchgen-hash: sha256:44d5371c1c8e5e1487b5d73b9bb74e741c524eb4e195bb2de524bc13768380ec
 """
 
 import argparse
@@ -605,6 +605,9 @@ def main(argv=None):
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
+        keras.utils.set_random_seed(
+            0
+        )  # the adapter (and a new classifier) start the same in every run
         target = generated.build_model()
         port(sources, target)
         if args.adapter_weights:

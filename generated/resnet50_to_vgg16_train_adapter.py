@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:edec2cf6d48c064e719e78097a0e105cc8a0c8ef1850d52e9b4d973b80875830
+stitchgen-hash: sha256:534d760eef0579fc77e69a963ed27e2400d8b0f646fbec119da6a2cef919015b
 """
 
 import argparse
@@ -99,6 +99,7 @@ TAIL_FRONTIER = (("block2_pool", 0),)
 # per frontier tensor: (the adapter's final linear layer, its output batch norm or None)
 BRANCHES = (("adapter_conv", None),)
 INPUT_BATCH_NORM = None
+ENCODER = None  # a bottleneck's encoder, started from principal components
 CLASSES = None  # labels are the tail network's own class ids
 CLASS_NAMES = None
 CLASSIFIER = None
@@ -838,6 +839,8 @@ def fit_least_squares(adapter, cache, batch_size):
                 var.astype("float32"),
             ]
         )
+    if ENCODER is not None:
+        fit_encoder(adapter, cache, batch_size)
     for k, (linear_name, bn_name) in enumerate(BRANCHES):
         linear = adapter.get_layer(linear_name)
         probe = keras.Model(adapter.input, linear.input)
@@ -880,6 +883,46 @@ def fit_least_squares(adapter, cache, batch_size):
                 ]
             )
     return distill_losses(adapter, cache, batch_size)
+
+
+def patches(z, size):
+    """Rows of `size` values: per position (a 1x1 or Dense encoder), or per stride x stride patch (strided)."""
+    if z.ndim == 4 and size != z.shape[-1]:
+        stride = round((size // z.shape[-1]) ** 0.5)
+        b, h, w, c = z.shape
+        z = z[:, : h // stride * stride, : w // stride * stride]
+        z = z.reshape(b, h // stride, stride, w // stride, stride, c).transpose(
+            0, 1, 3, 2, 4, 5
+        )
+    return z.reshape(-1, size)
+
+
+def fit_encoder(adapter, cache, batch_size):
+    """A bottleneck's encoder as the principal directions of its (standardised) input, centred.
+
+    Of all linear maps to that many channels, these keep the most of the input's
+    variance; the decoder's last layer is then fitted by least squares on the codes
+    as the link delivers them.
+    """
+    layer = adapter.get_layer(ENCODER)
+    probe = keras.Model(adapter.input, layer.input)
+    kernel = layer.get_weights()[0]
+    size = int(np.prod(kernel.shape[:-1]))
+    moment, total, count = np.zeros((size, size)), np.zeros(size), 0
+    for start in range(0, len(cache), batch_size):
+        z = keras.ops.convert_to_numpy(
+            probe(cache.features[start : start + batch_size], training=False)
+        )
+        rows = patches(z.astype("float64"), size)
+        moment += rows.T @ rows
+        total += rows.sum(axis=0)
+        count += len(rows)
+    mean = total / count
+    _, vectors = np.linalg.eigh(moment / count - np.outer(mean, mean))
+    top = vectors[:, ::-1][:, : kernel.shape[-1]]
+    layer.set_weights(
+        [top.reshape(kernel.shape).astype("float32"), (-mean @ top).astype("float32")]
+    )
 
 
 def distill_losses(adapter, cache, batch_size):
@@ -1309,6 +1352,7 @@ def run_fingerprint(args):
         "tail_weights",
         "head_preprocess",
         "tail_preprocess",
+        "seed",
     )
     digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
     return digest.hexdigest()
@@ -1490,6 +1534,12 @@ def main(argv=None):
         "after half as many; 0 never stops early",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds Keras, NumPy and TensorFlow: a rerun repeats a run",
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
         "--tail-weights",
@@ -1554,6 +1604,7 @@ def main(argv=None):
     try:
         # before anything else touches TensorFlow: collective ops are configured at program start-up
         strategy = make_strategy(args.strategy, args.cpu_devices)
+        keras.utils.set_random_seed(args.seed)
         generated = load_generated()
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         if tail_weights == "none":

@@ -115,6 +115,7 @@ def main(argv=None):
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         sources = {"tail": build_tail_source(tail_weights)}
         sources["head"] = build_head_source(head_weights)
+        keras.utils.set_random_seed(0)  # the adapter (and a new classifier) start the same in every run
         target = generated.build_model()
         port(sources, target)
         if args.adapter_weights:

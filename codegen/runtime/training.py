@@ -723,7 +723,7 @@ def run_fingerprint(args):
     paths = [
         None if p is None else os.path.realpath(p) for p in (getattr(args, "data", None), getattr(args, "val", None))
     ]
-    names = ("val_split", "batch_size", "learning_rate", "tail_weights", "head_preprocess", "tail_preprocess")
+    names = ("val_split", "batch_size", "learning_rate", "tail_weights", "head_preprocess", "tail_preprocess", "seed")
     digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
     return digest.hexdigest()
 
@@ -859,6 +859,7 @@ def main(argv=None):
         "after half as many; 0 never stops early",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="seeds Keras, NumPy and TensorFlow: a rerun repeats a run")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
         "--tail-weights",
@@ -897,6 +898,7 @@ def main(argv=None):
     try:
         # before anything else touches TensorFlow: collective ops are configured at program start-up
         strategy = make_strategy(args.strategy, args.cpu_devices)
+        keras.utils.set_random_seed(args.seed)
         generated = load_generated()
         tail_weights = weights_argument(args.tail_weights, TAIL_DEFAULT_WEIGHTS, HERE)
         if tail_weights == "none":
