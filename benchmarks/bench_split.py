@@ -81,8 +81,9 @@ def plot(rows: list[dict], reference: dict, jpeg: int, float32_cut: int, path: P
     for transmit, marker in (("int8", "o"), ("float16", "s")):
         picked = [r for r in rows if r["transmit"] == transmit]
         axes.scatter([r["bytes"] for r in picked], [100 * r["accuracy"] for r in picked], marker=marker, label=transmit)
-        for r in picked:
-            axes.annotate(r["label"], (r["bytes"], 100 * r["accuracy"]), fontsize=7, xytext=(4, -10),
+        for k, r in enumerate(picked):
+            below = sum(1 for q in picked[:k] if (q["bytes"], q["accuracy"]) == (r["bytes"], r["accuracy"]))
+            axes.annotate(r["label"], (r["bytes"], 100 * r["accuracy"]), fontsize=7, xytext=(4, -10 - 9 * below),
                           textcoords="offset points")  # fmt: skip
     axes.scatter([float32_cut], [100 * reference["accuracy"]], marker="*", s=120, label="uncompressed (float32 cut)")
     axes.axhline(100 * reference["accuracy"] - 2, color="grey", linestyle=":", label="uncompressed - 2 points")
@@ -165,6 +166,7 @@ def main() -> None:
               f"| {r['accuracy']:.1%} | {delta:+.1f} points |")  # fmt: skip
         if r["bytes"] * 10 <= float32_cut and r["bytes"] < jpeg and delta >= -2.0:
             met.append(r["label"])
+    (work / "rows.json").write_text(json.dumps({"rows": rows, "reference": reference, "jpeg": jpeg}, indent=2))
     plot(rows, reference, jpeg, float32_cut, Path(args.plot))
     print(f"\nplot: {args.plot}")
     print(f"target (>= 10x fewer bytes than the float32 cut, fewer than the JPEG, <= 2 points lost): "

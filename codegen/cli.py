@@ -265,6 +265,12 @@ def export_command(spec: str, weights: str, output_dir: str | None, calibration:
     click.echo(f"wrote {', '.join(str(p) for p in written if p is not None)}")
     click.echo(
         f"TFLite vs Keras on the phone side: max abs diff {result.float32_diff:.3e} (float32), {result.int8_diff:.3e} (int8)"
+        + (
+            f"; the sent codes dequantised, where one int8 level is {result.step:.3e}: "
+            f"{result.float32_diff / result.step:.2f} and {result.int8_diff / result.step:.2f} levels"
+            if result.step
+            else ""
+        )
     )
     full = result.full_int8_report
     if full is not None:

@@ -189,3 +189,15 @@ def test_data_help_names_the_labels(classes):
     assert "labels 0..3" in rt.data_help()
     classes(None)
     assert "class ids" in rt.data_help()
+
+
+def test_the_reserved_transmission_names_are_what_the_hybrid_inlines():
+    """A bottleneck hybrid reserves these names in its namespace: they must be all the inlined code defines."""
+    from codegen.planning.adapter import TRANSMISSION_CLASSES, TRANSMISSION_NAMES
+
+    tree = ast.parse(inline("transmission"))
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert defined == set(TRANSMISSION_NAMES)
+    assert {node.name for node in tree.body if isinstance(node, ast.ClassDef)} == set(TRANSMISSION_CLASSES)
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not imports  # the hybrid module's own `import keras` is all it needs

@@ -35,6 +35,7 @@ class Exported:
     int8_diff: float
     full_int8: Path | None = None
     full_int8_report: FullInt8Report | None = None
+    step: float = 0.0  # a bottleneck's largest int8 quantisation step on the check batch (0: floats are sent)
 
 
 def _copy_by_name(source, target) -> None:
@@ -242,7 +243,8 @@ def export(
         diffs = [_max_diff(tflite_outputs(content, x), expected, parts.dequantize) for content in (float32, int8)]
         # a value on a rounding boundary may land one level away after conversion: allow one step
         limit = tolerance * (1 + max(float(np.max(np.abs(e.astype("float64")))) for e in expected))
-        limit += parts.step(_by_kind(expected))
+        step = parts.step(_by_kind(expected))
+        limit += step
         if not diffs[0] <= limit:
             raise ExportMismatch(
                 f"the float32 TFLite phone model differs from the Keras one by {diffs[0]:.3e}; nothing written"
@@ -264,6 +266,7 @@ def export(
         int8_diff=diffs[1],
         full_int8=None if full is None else out_dir / staged["phone_full_int8.tflite"],
         full_int8_report=full,
+        step=step,
     )
 
 
