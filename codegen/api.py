@@ -152,14 +152,30 @@ def plan(spec: SpecLike, bandwidths: str | list[float] = "1,10,100", *, rtt_ms: 
          server_latency: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
          repeats: int = 5, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:  # fmt: skip
     """What `stitchgen plan --json` prints: every valid cut's latency and the best per bandwidth (Mbit/s)."""
+    return planned(
+        spec,
+        bandwidths,
+        rtt_ms=rtt_ms,
+        phone_slowdown=phone_slowdown,
+        phone_latency=phone_latency,
+        server_latency=server_latency,
+        images=images,
+        repeats=repeats,
+        base_dir=base_dir,
+    ).as_dict()
+
+
+def planned(spec: SpecLike, bandwidths: str | list[float] = "1,10,100", *, rtt_ms: float = 0.0,
+            phone_slowdown: float = 10.0, phone_latency: str | os.PathLike | None = None,
+            server_latency: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+            repeats: int = 5, base_dir: str | os.PathLike | None = None):  # fmt: skip
+    """`plan` as a `codegen.products.plan.Plan` (for its table and plot), not a dict."""
     from codegen.products import plan as planning
 
-    chosen = planning.parse_bandwidths(bandwidths) if isinstance(bandwidths, str) else [float(b) for b in bandwidths]
-    if isinstance(bandwidths, list):
-        planning.parse_bandwidths(",".join(str(b) for b in chosen))  # the same checks as the command's
-    result = planning.plan(
+    text = bandwidths if isinstance(bandwidths, str) else ",".join(str(float(b)) for b in bandwidths)
+    return planning.plan(
         project(spec, base_dir=base_dir),
-        chosen,
+        planning.parse_bandwidths(text),
         rtt_ms=rtt_ms,
         phone_slowdown=phone_slowdown,
         phone_latency=None if phone_latency is None else Path(phone_latency),
@@ -167,7 +183,6 @@ def plan(spec: SpecLike, bandwidths: str | list[float] = "1,10,100", *, rtt_ms: 
         images=None if images is None else Path(images),
         repeats=repeats,
     )
-    return result.as_dict()
 
 
 def layer_rows(analysis: Any, cuts_only: bool = False) -> list[dict[str, Any]]:

@@ -354,18 +354,17 @@ def plan(
     uploading the photo as JPEG (all on the server) and running everything on the phone.
     Layer names in the CSV files are the generated model's (see --json).
     """
-    from codegen.api import project
+    from codegen.api import planned
     from codegen.products import plan as planning
 
-    bandwidths = planning.parse_bandwidths(bandwidth)
-    result = planning.plan(
-        project(spec),
-        bandwidths,
+    result = planned(
+        spec,
+        bandwidth,
         rtt_ms=rtt_ms,
         phone_slowdown=phone_slowdown,
-        phone_latency=None if phone_latency is None else Path(phone_latency),
-        server_latency=None if server_latency is None else Path(server_latency),
-        images=None if images is None else Path(images),
+        phone_latency=phone_latency,
+        server_latency=server_latency,
+        images=images,
         repeats=repeats,
     )
     if plot_path:

@@ -286,6 +286,18 @@ def test_plan_picks_the_cut_worked_out_by_hand(split_dir):
     assert [c["best"] for c in chosen] == ["all on server", "all on server", "all on phone"]
     assert (split_dir / "plan.png").read_bytes()[:4] == b"\x89PNG"
 
+    import stitchgen  # the Python API gives the same choices
+
+    same = stitchgen.plan(
+        split_dir / "specs" / "split.toml",
+        [1000, 1, 0.01],
+        phone_latency=split_dir / "phone.csv",
+        server_latency=split_dir / "server.csv",
+    )
+    assert same["choices"] == chosen
+    with pytest.raises(stitchgen.StitchgenError, match="above 0 Mbit/s"):
+        stitchgen.plan(split_dir / "specs" / "split.toml", [10, 0])
+
     text = run_cli(
         "plan",
         "../specs/split.toml",
