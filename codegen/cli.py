@@ -357,6 +357,8 @@ def plan(
     from codegen.api import planned
     from codegen.products import plan as planning
 
+    if plot_path and not Path(plot_path).resolve().parent.is_dir():
+        raise StitchgenError(f"--plot {plot_path!r}: its folder does not exist; create it or pick another path")
     result = planned(
         spec,
         bandwidth,

@@ -361,6 +361,13 @@ def test_latency_file_with_unknown_layers(split_dir, tmp_path):
     assert "'fast' is not a number" in line, line
 
 
+def test_plot_into_a_missing_folder(split_dir, tmp_path):
+    line = _one_line_error(
+        run_cli("plan", str(split_dir / "specs" / "split.toml"), "--plot", str(tmp_path / "no" / "plan.png"))
+    )
+    assert "--plot" in line and "folder does not exist" in line, line
+
+
 def test_calibration_needs_images(split_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     line = _one_line_error(

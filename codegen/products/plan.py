@@ -331,6 +331,10 @@ def plot(result: Plan, path: Path) -> Path:
     axes.set_title(f"{result.name}: latency by cut (dashed: all on server, uploading the JPEG)")
     axes.legend()
     figure.tight_layout()
-    replace_atomically(str(path), lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)
+    try:
+        replace_atomically(str(path), lambda tmp: figure.savefig(tmp, format="png"))
+    except OSError as exc:
+        raise StitchgenError(f"--plot {str(path)!r}: cannot write it: {exc.strerror}") from None
+    finally:
+        plt.close(figure)
     return path
