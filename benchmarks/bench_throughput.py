@@ -9,6 +9,8 @@ digits networks and ports the `uncompressed` hybrid).
    emitted training script's `distill` stage, `--epochs` epochs with `--patience 0`;
    seconds per epoch are read from its log (the first epoch, which traces, is left
    out); images per second per worker = images the worker reads / seconds per epoch.
+3. Precision: lstsq,finetune in float32 and with --mixed-precision (bfloat16 compute),
+   seconds per epoch and held-out accuracy.
 2. Caching on and off: one distill epoch with the frozen head's features and the
    teacher's targets cached (what the script does), against recomputing both every
    step (bench_stitching.cached_vs_uncached), as images per second.
@@ -17,6 +19,7 @@ digits networks and ports the `uncompressed` hybrid).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -41,11 +44,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_command(work: Path, out: str, epochs: int, *extra: str) -> list[str]:
+def _train_command(work: Path, out: str, epochs: int, *extra: str, stages: str = "distill") -> list[str]:
     return [
         sys.executable, "uncompressed_train_adapter.py", "--weights", "uncompressed_head_ported.weights.h5",
         "--tail-weights", "tail.weights.h5", "--data", "train.npz", "--val", "test.npz", "--output", out,
-        "--stages", "distill", "--epochs", str(epochs), "--patience", "0", "--batch-size", "64", *extra,
+        "--stages", stages, "--epochs", str(epochs), "--patience", "0", "--batch-size", "64", *extra,
     ]  # fmt: skip
 
 
@@ -57,14 +60,14 @@ def epoch_seconds(log: str) -> float:
     return statistics.median(times)
 
 
-def single(work: Path, epochs: int) -> float:
+def single(work: Path, epochs: int, *extra: str, stages: str = "distill") -> tuple[float, dict]:
+    """(median seconds per epoch, the run's log) of one worker."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        _train_command(work, "single.weights.h5", epochs), cwd=work, capture_output=True, text=True, env=env
-    )
+    command = _train_command(work, "single.weights.h5", epochs, *extra, stages=stages)
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
-    return epoch_seconds(result.stdout)
+    return epoch_seconds(result.stdout), json.loads((work / "single.weights.h5.json").read_text())
 
 
 def two_workers(work: Path, epochs: int) -> list[float]:
@@ -98,8 +101,12 @@ def main() -> None:
     train, _ = digits()
     images = len(train[0])
 
-    one = single(work, args.epochs)
+    one, _ = single(work, args.epochs)
     two = two_workers(work, args.epochs)
+    precision = {
+        flag: single(work, args.epochs, *([flag] if flag else []), stages="lstsq,finetune")
+        for flag in ("", "--mixed-precision")
+    }
     cached, uncached = cached_vs_uncached(work, "uncompressed", train, repeats=3)
     print(f"{images} training images, batch 64, distill stage, {os.cpu_count()} CPU cores")
     print("| run | seconds per epoch | images per second per worker | images per second in all |")
@@ -109,6 +116,13 @@ def main() -> None:
     print(f"| two workers (multiworker) | {slowest:.2f} | {images / 2 / slowest:,.0f} | {images / slowest:,.0f} |")
     print(f"| cache on (features and targets cached) | {cached:.2f} | {images / cached:,.0f} | - |")
     print(f"| cache off (head and teacher every step) | {uncached:.2f} | {images / uncached:,.0f} | - |")
+    print()
+    print(f"lstsq,finetune with --epochs {args.epochs} --patience 0, one worker:")
+    print("| precision | seconds per finetune epoch | images per second | held-out accuracy |")
+    print("|---|---:|---:|---:|")
+    for flag, (seconds, log) in precision.items():
+        label = "mixed_bfloat16 (--mixed-precision)" if flag else "float32"
+        print(f"| {label} | {seconds:.2f} | {images / seconds:,.0f} | {log['stages'][-1]['val_accuracy']:.2%} |")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:534d760eef0579fc77e69a963ed27e2400d8b0f646fbec119da6a2cef919015b
+stitchgen-hash: sha256:fcb8995758fbc5491e8d040c6a83c0fb73cdcb6d2070fc491f7a6698f79b2b3e
 """
 
 import argparse
@@ -849,7 +849,7 @@ def fit_least_squares(adapter, cache, batch_size):
         gram = np.zeros((size, size))
         cross = np.zeros((size, targets.shape[-1]))
         for start in range(0, len(cache), batch_size):
-            z = keras.ops.convert_to_numpy(
+            z = numpy_float64(
                 probe(cache.features[start : start + batch_size], training=False)
             )
             z = np.concatenate(
@@ -885,6 +885,13 @@ def fit_least_squares(adapter, cache, batch_size):
     return distill_losses(adapter, cache, batch_size)
 
 
+def numpy_float64(tensor):
+    """A model output as float64 NumPy (under mixed precision it arrives as bfloat16)."""
+    return np.asarray(
+        keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32")), "float64"
+    )
+
+
 def patches(z, size):
     """Rows of `size` values: per position (a 1x1 or Dense encoder), or per stride x stride patch (strided)."""
     if z.ndim == 4 and size != z.shape[-1]:
@@ -910,10 +917,10 @@ def fit_encoder(adapter, cache, batch_size):
     size = int(np.prod(kernel.shape[:-1]))
     moment, total, count = np.zeros((size, size)), np.zeros(size), 0
     for start in range(0, len(cache), batch_size):
-        z = keras.ops.convert_to_numpy(
+        z = numpy_float64(
             probe(cache.features[start : start + batch_size], training=False)
         )
-        rows = patches(z.astype("float64"), size)
+        rows = patches(z, size)
         moment += rows.T @ rows
         total += rows.sum(axis=0)
         count += len(rows)
@@ -933,10 +940,7 @@ def distill_losses(adapter, cache, batch_size):
             adapter(cache.features[start : start + batch_size], training=False)
         )
         for k, output in enumerate(outputs):
-            diff = (
-                keras.ops.convert_to_numpy(output)
-                - cache.targets[k][start : start + batch_size]
-            )
+            diff = numpy_float64(output) - cache.targets[k][start : start + batch_size]
             totals[k] += float(np.sum(np.square(diff, dtype="float64")))
     return [
         float(totals[k] / (len(cache) * np.prod(cache.targets[k].shape[1:])))
@@ -950,7 +954,7 @@ def predictions(adapter, tail, cache, batch_size):
         adapted = _as_list(
             adapter(cache.features[start : start + batch_size], training=False)
         )
-        out.append(keras.ops.convert_to_numpy(tail(adapted, training=False)))
+        out.append(numpy_float64(tail(adapted, training=False)))
     return np.concatenate(out)
 
 
@@ -1206,9 +1210,7 @@ class Run:
                 if (
                     CLASSES is not None
                 ):  # the loss follows the new classifier's own activation
-                    sample = keras.ops.convert_to_numpy(
-                        model(train.features[:8], training=False)
-                    )
+                    sample = numpy_float64(model(train.features[:8], training=False))
                     probabilities = is_probability(sample)
                 else:
                     probabilities = is_probability(train.teacher[: min(len(train), 64)])
@@ -1353,6 +1355,7 @@ def run_fingerprint(args):
         "head_preprocess",
         "tail_preprocess",
         "seed",
+        "mixed_precision",
     )
     digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
     return digest.hexdigest()
@@ -1574,6 +1577,11 @@ def main(argv=None):
         help="split the CPU into N logical devices for --strategy mirrored",
     )
     parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="train the adapter and tail in bfloat16 with float32 weights (Keras's mixed_bfloat16 policy)",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue from OUT.ckpt.weights.h5"
     )
     parser.add_argument(
@@ -1618,9 +1626,14 @@ def main(argv=None):
         hybrid.load_weights(args.weights)
         head = generated.build_head()
         copy_by_name(hybrid, head)
+        if (
+            args.mixed_precision
+        ):  # only what trains: the frozen head and the teacher stay float32
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with strategy.scope():
             adapter = generated.build_adapter()
             tail = generated.build_tail()
+        keras.mixed_precision.set_global_policy("float32")
         copy_by_name(hybrid, adapter)
         copy_by_name(hybrid, tail)
         resolve_preprocess(args.head_preprocess), resolve_preprocess(

@@ -440,3 +440,24 @@ def test_unfreezing_trains_only_the_layers_it_names(hybrid_dir, tmp_path):
     bad = run_cli("generate", str(tmp_path / "bad.toml"))
     assert bad.returncode == 2 and "trainable_from 't_conv1' is not in the tail" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad.py").exists()
+
+
+def test_mixed_precision_trains_in_bfloat16_and_writes_float32_weights(hybrid_dir, tmp_path):
+    """--mixed-precision: the same stages run, the weights written are float32 and close to a float32 run's."""
+    runs = {}
+    for flag in ("", "--mixed-precision"):
+        out = tmp_path / f"run{flag or '_float32'}.weights.h5"
+        extra = [flag] if flag else []
+        result = train(hybrid_dir, out, "--data", str(hybrid_dir / "data.npz"), "--stages", "lstsq,finetune",
+                       "--epochs", "2", *extra)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[flag] = (layer_weights(out, hybrid_dir), json.loads(Path(str(out) + ".json").read_text()))
+    (mixed, mixed_log), (full, full_log) = runs["--mixed-precision"], runs[""]
+    assert [s["stage"] for s in mixed_log["stages"]] == ["lstsq", "finetune"]
+    for name, values in mixed.items():
+        for got, want in zip(values, full[name]):
+            assert got.dtype == np.float32 and np.all(np.isfinite(got)), name
+    # least squares on bfloat16 activations: the same fit to about bfloat16's precision
+    lstsq = [log["stages"][0]["train_distill_loss"][0] for log in (mixed_log, full_log)]
+    assert abs(lstsq[0] - lstsq[1]) <= 0.05 * lstsq[1], lstsq
+    assert mixed["adapter_conv"][0].tobytes() != full["adapter_conv"][0].tobytes()  # it did compute differently

@@ -343,7 +343,7 @@ def fit_least_squares(adapter, cache, batch_size):
         gram = np.zeros((size, size))
         cross = np.zeros((size, targets.shape[-1]))
         for start in range(0, len(cache), batch_size):
-            z = keras.ops.convert_to_numpy(probe(cache.features[start : start + batch_size], training=False))
+            z = numpy_float64(probe(cache.features[start : start + batch_size], training=False))
             z = np.concatenate([z.reshape(-1, size - 1), np.ones((z.size // (size - 1), 1))], axis=1).astype("float64")
             t = np.asarray(targets[start : start + batch_size], "float64").reshape(-1, targets.shape[-1])
             gram += z.T @ z
@@ -359,6 +359,11 @@ def fit_least_squares(adapter, cache, batch_size):
                 [np.ones_like(gamma), np.zeros_like(beta), np.zeros_like(mean), np.full_like(mean, 1.0 - bn.epsilon)]
             )
     return distill_losses(adapter, cache, batch_size)
+
+
+def numpy_float64(tensor):
+    """A model output as float64 NumPy (under mixed precision it arrives as bfloat16)."""
+    return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32")), "float64")
 
 
 def patches(z, size):
@@ -384,8 +389,8 @@ def fit_encoder(adapter, cache, batch_size):
     size = int(np.prod(kernel.shape[:-1]))
     moment, total, count = np.zeros((size, size)), np.zeros(size), 0
     for start in range(0, len(cache), batch_size):
-        z = keras.ops.convert_to_numpy(probe(cache.features[start : start + batch_size], training=False))
-        rows = patches(z.astype("float64"), size)
+        z = numpy_float64(probe(cache.features[start : start + batch_size], training=False))
+        rows = patches(z, size)
         moment += rows.T @ rows
         total += rows.sum(axis=0)
         count += len(rows)
@@ -401,7 +406,7 @@ def distill_losses(adapter, cache, batch_size):
     for start in range(0, len(cache), batch_size):
         outputs = _as_list(adapter(cache.features[start : start + batch_size], training=False))
         for k, output in enumerate(outputs):
-            diff = keras.ops.convert_to_numpy(output) - cache.targets[k][start : start + batch_size]
+            diff = numpy_float64(output) - cache.targets[k][start : start + batch_size]
             totals[k] += float(np.sum(np.square(diff, dtype="float64")))
     return [float(totals[k] / (len(cache) * np.prod(cache.targets[k].shape[1:]))) for k in range(len(BRANCHES))]
 
@@ -410,7 +415,7 @@ def predictions(adapter, tail, cache, batch_size):
     out = []
     for start in range(0, len(cache), batch_size):
         adapted = _as_list(adapter(cache.features[start : start + batch_size], training=False))
-        out.append(keras.ops.convert_to_numpy(tail(adapted, training=False)))
+        out.append(numpy_float64(tail(adapted, training=False)))
     return np.concatenate(out)
 
 
@@ -463,12 +468,15 @@ class Checkpoint:
 
 
 def per_example_loss(kind, from_logits):
-    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs)."""
+    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs).
+
+    Computed in float32 whatever the outputs' dtype (bfloat16 under --mixed-precision).
+    """
     if kind == "distill":
 
         def loss(targets, outputs):
             terms = [
-                keras.ops.mean(keras.ops.square(o - t), axis=tuple(range(1, len(o.shape))))
+                keras.ops.mean(keras.ops.square(keras.ops.cast(o, "float32") - t), axis=tuple(range(1, len(o.shape))))
                 for t, o in zip(_as_list(targets), _as_list(outputs))
             ]
             return sum(terms[1:], terms[0])
@@ -476,11 +484,13 @@ def per_example_loss(kind, from_logits):
     elif kind == "labels":
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.sparse_categorical_crossentropy(targets, outputs, from_logits=from_logits)
 
     else:
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.categorical_crossentropy(targets, outputs, from_logits=from_logits)
 
     return loss
@@ -619,7 +629,7 @@ class Run:
                 adapted = _as_list(self.adapter(self.adapter.input))
                 model = keras.Model(self.adapter.input, self.tail(adapted))
                 if CLASSES is not None:  # the loss follows the new classifier's own activation
-                    sample = keras.ops.convert_to_numpy(model(train.features[:8], training=False))
+                    sample = numpy_float64(model(train.features[:8], training=False))
                     probabilities = is_probability(sample)
                 else:
                     probabilities = is_probability(train.teacher[: min(len(train), 64)])
@@ -723,7 +733,16 @@ def run_fingerprint(args):
     paths = [
         None if p is None else os.path.realpath(p) for p in (getattr(args, "data", None), getattr(args, "val", None))
     ]
-    names = ("val_split", "batch_size", "learning_rate", "tail_weights", "head_preprocess", "tail_preprocess", "seed")
+    names = (
+        "val_split",
+        "batch_size",
+        "learning_rate",
+        "tail_weights",
+        "head_preprocess",
+        "tail_preprocess",
+        "seed",
+        "mixed_precision",
+    )
     digest.update(repr((paths, [getattr(args, name, None) for name in names])).encode())
     return digest.hexdigest()
 
@@ -880,6 +899,11 @@ def main(argv=None):
     parser.add_argument(
         "--cpu-devices", type=int, default=1, help="split the CPU into N logical devices for --strategy mirrored"
     )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="train the adapter and tail in bfloat16 with float32 weights (Keras's mixed_bfloat16 policy)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.weights.h5")
     parser.add_argument(
         "--verbose", action="store_true", help="a progress bar per batch, TensorFlow's logs and whole error messages"
@@ -912,9 +936,12 @@ def main(argv=None):
         hybrid.load_weights(args.weights)
         head = generated.build_head()
         copy_by_name(hybrid, head)
+        if args.mixed_precision:  # only what trains: the frozen head and the teacher stay float32
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with strategy.scope():
             adapter = generated.build_adapter()
             tail = generated.build_tail()
+        keras.mixed_precision.set_global_policy("float32")
         copy_by_name(hybrid, adapter)
         copy_by_name(hybrid, tail)
         resolve_preprocess(args.head_preprocess), resolve_preprocess(args.tail_preprocess)  # fail early
