@@ -54,6 +54,14 @@ def test_code_shapes_and_bytes_are_exact(shape, channels, stride, transmit, code
     assert transmitted_bytes(info, transmit) == size
 
 
+@pytest.mark.unit
+def test_a_bottleneck_needs_a_fixed_size():
+    from codegen.errors import StitchgenError
+
+    with pytest.raises(StitchgenError, match="fixed input_shape"):
+        code_info(TensorInfo((None, None, None, 64), "float32"), Bottleneck(8))
+
+
 def _sample(seed=0, shape=(3, 5, 5, 4)):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(shape) * rng.uniform(0.1, 10, (shape[0], 1, 1, 1)) + 2).astype("float32")

@@ -95,6 +95,11 @@ def code_info(head: TensorInfo, bottleneck: Bottleneck) -> TensorInfo:
         return TensorInfo((None, bottleneck.channels), "float32")
     if len(head.shape) != 4:
         raise StitchgenError(f"a bottleneck needs an image or a vector at the cut, not shape {tuple(head.shape[1:])}")
+    if None in head.shape[1:3]:
+        raise StitchgenError(
+            f"a bottleneck sends a fixed number of bytes, but the head's output {tuple(head.shape[1:])} has no fixed "
+            "size; give the head a fixed input_shape in its kwargs"
+        )
     h, w = (math.ceil(d / bottleneck.stride) for d in head.shape[1:3])
     return TensorInfo((None, h, w, bottleneck.channels), "float32")
 
