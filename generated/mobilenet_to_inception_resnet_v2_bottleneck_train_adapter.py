@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 7834765bca244d45
-stitchgen-hash: sha256:f27a9df97f8eb8827705319315fe1c13c8f8be269ec16e75db9f66a53ecd2f0c
+stitchgen-hash: sha256:71ff7cf95bc1d834f396897b1b545aa2703bcac0f801a5dbf71b633bf1d9deed
 """
 
 import argparse
@@ -1033,13 +1033,17 @@ class Checkpoint:
 
 
 def per_example_loss(kind, from_logits):
-    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs)."""
+    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs).
+
+    Computed in float32 whatever the outputs' dtype (bfloat16 under --mixed-precision).
+    """
     if kind == "distill":
 
         def loss(targets, outputs):
             terms = [
                 keras.ops.mean(
-                    keras.ops.square(o - t), axis=tuple(range(1, len(o.shape)))
+                    keras.ops.square(keras.ops.cast(o, "float32") - t),
+                    axis=tuple(range(1, len(o.shape))),
                 )
                 for t, o in zip(_as_list(targets), _as_list(outputs))
             ]
@@ -1048,6 +1052,7 @@ def per_example_loss(kind, from_logits):
     elif kind == "labels":
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.sparse_categorical_crossentropy(
                 targets, outputs, from_logits=from_logits
             )
@@ -1055,6 +1060,7 @@ def per_example_loss(kind, from_logits):
     else:
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.categorical_crossentropy(
                 targets, outputs, from_logits=from_logits
             )

@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: dc542d4c75c6509f
-stitchgen-hash: sha256:da67cc8fd690663b379279e05543db46a8361b7e9414f996e8631dd0f50a4294
+stitchgen-hash: sha256:bb1f5273bce6a3b157dd65027cd3f51d938033ac53f917ec0e0254e12318b638
 """
 
 import argparse
@@ -1031,13 +1031,17 @@ class Checkpoint:
 
 
 def per_example_loss(kind, from_logits):
-    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs)."""
+    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs).
+
+    Computed in float32 whatever the outputs' dtype (bfloat16 under --mixed-precision).
+    """
     if kind == "distill":
 
         def loss(targets, outputs):
             terms = [
                 keras.ops.mean(
-                    keras.ops.square(o - t), axis=tuple(range(1, len(o.shape)))
+                    keras.ops.square(keras.ops.cast(o, "float32") - t),
+                    axis=tuple(range(1, len(o.shape))),
                 )
                 for t, o in zip(_as_list(targets), _as_list(outputs))
             ]
@@ -1046,6 +1050,7 @@ def per_example_loss(kind, from_logits):
     elif kind == "labels":
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.sparse_categorical_crossentropy(
                 targets, outputs, from_logits=from_logits
             )
@@ -1053,6 +1058,7 @@ def per_example_loss(kind, from_logits):
     else:
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.categorical_crossentropy(
                 targets, outputs, from_logits=from_logits
             )

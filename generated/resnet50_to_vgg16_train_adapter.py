@@ -34,7 +34,7 @@ are checkpointed after every epoch; --resume continues from there. Under
 writes the files.
 
 stitchgen-set: 4bd8221eed267452
-stitchgen-hash: sha256:fcb8995758fbc5491e8d040c6a83c0fb73cdcb6d2070fc491f7a6698f79b2b3e
+stitchgen-hash: sha256:fa8eee411b582a4e0a73cc6c0189405b2700c24521d7dc74bdd119cd9cf19d2c
 """
 
 import argparse
@@ -1021,13 +1021,17 @@ class Checkpoint:
 
 
 def per_example_loss(kind, from_logits):
-    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs)."""
+    """The stage's loss per example (a vector over the batch), as a function of (targets, outputs).
+
+    Computed in float32 whatever the outputs' dtype (bfloat16 under --mixed-precision).
+    """
     if kind == "distill":
 
         def loss(targets, outputs):
             terms = [
                 keras.ops.mean(
-                    keras.ops.square(o - t), axis=tuple(range(1, len(o.shape)))
+                    keras.ops.square(keras.ops.cast(o, "float32") - t),
+                    axis=tuple(range(1, len(o.shape))),
                 )
                 for t, o in zip(_as_list(targets), _as_list(outputs))
             ]
@@ -1036,6 +1040,7 @@ def per_example_loss(kind, from_logits):
     elif kind == "labels":
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.sparse_categorical_crossentropy(
                 targets, outputs, from_logits=from_logits
             )
@@ -1043,6 +1048,7 @@ def per_example_loss(kind, from_logits):
     else:
 
         def loss(targets, outputs):
+            outputs = keras.ops.cast(outputs, "float32")
             return keras.losses.categorical_crossentropy(
                 targets, outputs, from_logits=from_logits
             )
