@@ -98,6 +98,9 @@ def main() -> None:
     work = Path(args.work)
     if not (work / "uncompressed_head_ported.weights.h5").exists():
         raise SystemExit(f"{work} lacks the ported `uncompressed` hybrid: run benchmarks/bench_split.py first")
+    # regenerate: the work folder's scripts may come from an older stitchgen
+    subprocess.run([sys.executable, "-m", "codegen", "generate", str(work / "uncompressed.toml")], check=True,
+                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
     train, _ = digits()
     images = len(train[0])
 
