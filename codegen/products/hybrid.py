@@ -383,24 +383,33 @@ class StitchProject:
             **self._common(token),
         )
 
+    @property
+    def code(self) -> TensorInfo | None:
+        """What a bottleneck adapter sends (its code's shape); None for the other kinds."""
+        bottleneck = self.spec.bottleneck
+        return None if bottleneck is None else code_info(self.head_crossing.info, bottleneck)
+
+    @property
+    def sent_bytes(self) -> int | None:
+        """Bytes per image a bottleneck adapter sends at its precision; None for the other kinds."""
+        code = self.code
+        return None if code is None else transmitted_bytes(code, self.spec.bottleneck.transmit)
+
     def adapter_doc(self) -> str:
         """The adapter line of the hybrid's docstring: the kind, and for a bottleneck what it sends."""
         bottleneck = self.spec.bottleneck
         if bottleneck is None:
             return self.spec.adapter_kind
-        code = code_info(self.head_crossing.info, bottleneck)
         return (
             f"bottleneck, {bottleneck.channels} channels at stride {bottleneck.stride}, sent as {bottleneck.transmit} "
-            f"({transmitted_bytes(code, bottleneck.transmit):,} bytes per image; the phone runs the head and "
+            f"({self.sent_bytes:,} bytes per image; the phone runs the head and "
             f"build_encoder(), the server build_decoder() and the tail)"
         )
 
     def _bottleneck_constants(self) -> list[tuple[str, str]]:
-        bottleneck = self.spec.bottleneck
-        if bottleneck is None:
+        if self.code is None:
             return []
-        code = code_info(self.head_crossing.info, bottleneck)
-        return [("TRANSMIT", render(bottleneck.transmit)), ("CODE_SHAPE", render(tuple(code.shape[1:])))]
+        return [("TRANSMIT", render(self.spec.bottleneck.transmit)), ("CODE_SHAPE", render(tuple(self.code.shape[1:])))]
 
     def _classes_constants(self) -> list[tuple[str, str]]:
         if self.classifier is None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from codegen.errors import StitchgenError
 from codegen.ir.graph import TensorInfo
-from codegen.planning.adapter import code_info, transmitted_bytes
 from codegen.products.costs import tensor_bytes
 
 JPEG_QUALITY = 90
@@ -90,10 +89,9 @@ def hybrid_link(project, images: Path | None = None) -> Link:
     bottleneck = project.spec.bottleneck
     float32_cut = tensor_bytes(head, 4)
     if bottleneck is not None:
-        code = code_info(head, bottleneck)
         extra = " plus a float32 scale and zero point" if bottleneck.transmit == "int8" else ""
-        sent = f"bottleneck code {_shape(code)} as {bottleneck.transmit}{extra}"
-        size = transmitted_bytes(code, bottleneck.transmit)
+        sent = f"bottleneck code {_shape(project.code)} as {bottleneck.transmit}{extra}"
+        size = project.sent_bytes
     elif project.spec.adapter_side == "phone":
         infos = [c.info for c in project.tail_crossings]
         sent = "tail frontier " + ", ".join(_shape(i) for i in infos) + " as float32"

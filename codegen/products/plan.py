@@ -26,7 +26,7 @@ from pathlib import Path
 
 from codegen.errors import StitchgenError
 from codegen.ir.graph import TensorInfo
-from codegen.planning.adapter import TRANSMISSION, code_info, transmitted_bytes
+from codegen.planning.adapter import TRANSMISSION
 from codegen.products.costs import tensor_bytes
 
 DEFAULT_SLOWDOWN = 10.0
@@ -161,9 +161,9 @@ def measure_layers(model, repeats: int) -> dict[str, float]:
 
 
 def _crossing_bytes(project, info: TensorInfo, producer: str) -> int:
-    bottleneck = getattr(project.spec, "bottleneck", None)
-    if bottleneck is not None and producer == TRANSMISSION:
-        return transmitted_bytes(code_info(project.head_crossing.info, bottleneck), bottleneck.transmit)
+    sent = getattr(project, "sent_bytes", None)  # a hybrid with a bottleneck: what its link sends
+    if sent is not None and producer == TRANSMISSION:
+        return sent
     return tensor_bytes(info, 4)
 
 
